@@ -1,0 +1,74 @@
+"""Model catalog: architecture facts that give checkpoint sizes and roofline inputs.
+
+Reads ``sllmsim/data/catalog.json``, written by ``sllmsim catalog build`` (which counts parameters
+with transformers on the meta device). The simulator imports only this module, never torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+from sllmsim.config.deploy import DeployConfig
+from sllmsim.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    """Architecture facts of one catalogued model."""
+
+    name: str
+    architecture: str
+    num_params: int
+    hidden_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    vocab_size: int
+
+
+@functools.cache
+def _data() -> dict:
+    return json.loads(resources.files("sllmsim").joinpath("data/catalog.json").read_text())
+
+
+def known_models() -> list[str]:
+    """Catalogued model names."""
+    return sorted(_data()["models"])
+
+
+def lookup(name: str) -> ModelArch | None:
+    """The catalogued model for a hub name (``facebook/opt-2.7b``) or alias (``opt-2.7b``), if any."""
+    data = _data()
+    key = name if name in data["models"] else data["aliases"].get(name.split("/")[-1].lower())
+    if key is None:
+        return None
+    return ModelArch(name=key, **data["models"][key])
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """A deployed model's checkpoint size and parameter count."""
+
+    size_bytes: int
+    num_params: int
+    arch: ModelArch | None
+
+
+def model_size(cfg: DeployConfig) -> ModelSize:
+    """Checkpoint size of a deployment: catalog parameter count × dtype bytes, or its explicit size."""
+    dtype_bytes = cfg.backend_config.dtype_bytes
+    if cfg.checkpoint_size_bytes is not None:
+        arch = lookup(cfg.backend_config.pretrained_model_name_or_path) or lookup(cfg.model)
+        return ModelSize(cfg.checkpoint_size_bytes, cfg.checkpoint_size_bytes // dtype_bytes, arch)
+    arch = lookup(cfg.backend_config.pretrained_model_name_or_path) or lookup(cfg.model)
+    if arch is None:
+        raise ConfigError(
+            cfg.source, "backend_config.pretrained_model_name_or_path",
+            f"model {cfg.backend_config.pretrained_model_name_or_path!r} is not in the catalog; give its size "
+            "with a top-level \"checkpoint_size\" (e.g. \"13GB\") or use a catalogued model "
+            "(`sllmsim catalog list`)",
+        )
+    return ModelSize(arch.num_params * dtype_bytes, arch.num_params, arch)

@@ -1,0 +1,181 @@
+"""The hardware JSON of the storage-aware scheduling spec, validated into frozen dataclasses.
+
+The spec's keys (``host_size``, ``host_bandwidth``, ``disk_size``, ``disk_bandwidth``,
+``network_bandwidth``) are required for every node; ``num_gpus``, ``gpu`` and ``pcie_bandwidth`` are
+optional extensions with the defaults documented on :class:`NodeSpec`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sllmsim.errors import ConfigError, check_keys
+from sllmsim.units import UnitError, parse_bandwidth_bytes_per_s, parse_size_bytes
+
+
+@dataclass(frozen=True)
+class GpuType:
+    """One GPU model: memory size, memory bandwidth and dense fp16 tensor throughput."""
+
+    name: str
+    memory_bytes: int
+    memory_bandwidth_bytes_per_s: float
+    fp16_flops_per_s: float
+
+
+_GiB = 1024**3
+
+#: Built-in GPU table. Numbers are the vendor datasheet figures (NVIDIA A100, A40, RTX A5000, L4 and
+#: H100 SXM datasheets): HBM/GDDR bandwidth in decimal bytes/s and dense (non-sparse) fp16 tensor FLOP/s.
+GPU_TYPES: dict[str, GpuType] = {
+    g.name: g
+    for g in (
+        GpuType("A100-40GB", 40 * _GiB, 1555e9, 312e12),
+        GpuType("A100-80GB", 80 * _GiB, 2039e9, 312e12),
+        GpuType("A40", 48 * _GiB, 696e9, 149.7e12),
+        GpuType("A5000", 24 * _GiB, 768e9, 111.1e12),
+        GpuType("L4", 24 * _GiB, 300e9, 121e12),
+        GpuType("H100-80GB", 80 * _GiB, 3350e9, 989e12),
+        # The live mode's CPU "device"; figures are placeholders that `sllmsim calibrate` replaces.
+        GpuType("CPU", 16 * _GiB, 20e9, 0.5e12),
+    )
+}
+
+#: GPU type used when a node does not name one.
+DEFAULT_GPU = "A100-80GB"
+#: GPUs per node when a node does not say (the spec's example has one GPU per worker).
+DEFAULT_NUM_GPUS = 1
+
+_REQUIRED = ("host_size", "host_bandwidth", "disk_size", "disk_bandwidth", "network_bandwidth")
+_OPTIONAL = ("num_gpus", "gpu", "pcie_bandwidth", "load_overhead_s", "gpu_memory_bandwidth", "gpu_flops")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One server of the cluster.
+
+    ``host_bandwidth`` is, as in the reference implementation, the bandwidth at which a checkpoint
+    cached in host memory is loaded to the GPU; ``pcie_bandwidth`` overrides it for that link.
+    """
+
+    node_id: str
+    host_size_bytes: int
+    host_bandwidth_bytes_per_s: float
+    disk_size_bytes: int
+    disk_bandwidth_bytes_per_s: float
+    network_bandwidth_bytes_per_s: float
+    num_gpus: int = DEFAULT_NUM_GPUS
+    gpu: GpuType = GPU_TYPES[DEFAULT_GPU]
+    pcie_bandwidth_bytes_per_s: float | None = None
+    load_overhead_s: float = 0.0
+    """Fixed time per load to the device (model construction, warm-up); measured by `sllmsim calibrate`."""
+
+    @property
+    def host_to_gpu_bytes_per_s(self) -> float:
+        """Bandwidth of the host-memory → GPU link."""
+        return self.pcie_bandwidth_bytes_per_s or self.host_bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """All nodes of a hardware JSON, in the file's order."""
+
+    nodes: tuple[NodeSpec, ...]
+    source: str = "<inline>"
+
+    def node(self, node_id: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.node_id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(n.node_id for n in self.nodes)
+
+
+def _field(source: str, field: str, parse, value):
+    try:
+        return parse(value)
+    except UnitError as exc:
+        raise ConfigError(source, field, str(exc)) from None
+
+
+def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
+    """Validate one node's mapping from the hardware JSON."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, node_id, f"expected a mapping of node settings, got {type(raw).__name__}")
+    check_keys(raw, _REQUIRED + _OPTIONAL, source, prefix=f"{node_id}.")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ConfigError(source, f"{node_id}.{key}", "missing required key")
+    num_gpus = raw.get("num_gpus", DEFAULT_NUM_GPUS)
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 0:
+        raise ConfigError(source, f"{node_id}.num_gpus", f"expected a non-negative integer, got {num_gpus!r}")
+    gpu_name = raw.get("gpu", DEFAULT_GPU)
+    if gpu_name not in GPU_TYPES:
+        raise ConfigError(source, f"{node_id}.gpu", f"unknown GPU type {gpu_name!r}; known: {', '.join(GPU_TYPES)}")
+    gpu = GPU_TYPES[gpu_name]
+    if "gpu_memory_bandwidth" in raw or "gpu_flops" in raw:
+        # Calibrated figures for this machine's device override the table's.
+        gpu = GpuType(
+            gpu.name,
+            gpu.memory_bytes,
+            _field(source, f"{node_id}.gpu_memory_bandwidth", parse_bandwidth_bytes_per_s,
+                   raw.get("gpu_memory_bandwidth", gpu.memory_bandwidth_bytes_per_s)),
+            _field(source, f"{node_id}.gpu_flops", _positive_float, raw.get("gpu_flops", gpu.fp16_flops_per_s)),
+        )
+    pcie = raw.get("pcie_bandwidth")
+    overhead = _field(source, f"{node_id}.load_overhead_s", _non_negative_float, raw.get("load_overhead_s", 0.0))
+    return NodeSpec(
+        node_id=node_id,
+        host_size_bytes=_field(source, f"{node_id}.host_size", parse_size_bytes, raw["host_size"]),
+        host_bandwidth_bytes_per_s=_field(source, f"{node_id}.host_bandwidth", parse_bandwidth_bytes_per_s,
+                                          raw["host_bandwidth"]),
+        disk_size_bytes=_field(source, f"{node_id}.disk_size", parse_size_bytes, raw["disk_size"]),
+        disk_bandwidth_bytes_per_s=_field(source, f"{node_id}.disk_bandwidth", parse_bandwidth_bytes_per_s,
+                                          raw["disk_bandwidth"]),
+        network_bandwidth_bytes_per_s=_field(source, f"{node_id}.network_bandwidth", parse_bandwidth_bytes_per_s,
+                                             raw["network_bandwidth"]),
+        num_gpus=num_gpus,
+        gpu=gpu,
+        pcie_bandwidth_bytes_per_s=None if pcie is None else _field(
+            source, f"{node_id}.pcie_bandwidth", parse_bandwidth_bytes_per_s, pcie),
+        load_overhead_s=overhead,
+    )
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UnitError(f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _non_negative_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise UnitError(f"expected a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def parse_hardware(raw: Any, source: str = "<inline hardware>") -> ClusterSpec:
+    """Validate a hardware mapping ``{node_id: {...}}`` as in the spec."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(source, "", "expected a non-empty JSON object mapping node ids to node settings")
+    return ClusterSpec(tuple(parse_node(str(k), v, source) for k, v in raw.items()), source=source)
+
+
+def load_hardware(path: str | Path) -> ClusterSpec:
+    """Read and validate a hardware JSON file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read hardware config: {exc.strerror}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(str(path), f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}") from None
+    return parse_hardware(raw, str(path))

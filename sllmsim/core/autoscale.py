@@ -1,0 +1,95 @@
+"""Autoscaling: how many instances a model should have, and which idle ones to release.
+
+A policy is a pure function of a :class:`ScalingContext` returning a raw desired count (as Ray
+Serve's autoscaling policies are); :func:`decide_scaling` is the one wrapper that applies what every
+policy shares: the min/max clamp, the keep-alive delay before an idle instance is released, and the
+0 → 1 cold start.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from sllmsim.config.deploy import AutoScalingConfig
+from sllmsim.registry import register, resolve
+
+
+@dataclass(frozen=True, slots=True)
+class IdleInstance:
+    """A loaded instance serving no request since ``idle_since_s``."""
+
+    instance_id: str
+    idle_since_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingContext:
+    """What an autoscaling policy sees for one model."""
+
+    model: str
+    now_s: float
+    in_flight: int
+    """Requests arrived and not yet finished (queued or running)."""
+    instances: int
+    """Instances not released: starting, loading, ready or idle."""
+    idle: tuple[IdleInstance, ...]
+    config: AutoScalingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingDecision:
+    """What the runtime should do now: start ``start`` instances and release ``release``."""
+
+    desired: int
+    start: int
+    release: tuple[str, ...]
+    next_check_s: float | None
+    """When an idle instance's keep-alive will expire next (the runtime re-decides then), if ever."""
+
+
+class AutoscalePolicy(ABC):
+    """Maps a context to a raw desired instance count (clamped by :func:`decide_scaling`)."""
+
+    policy_name: str = "?"
+
+    @abstractmethod
+    def desired_instances(self, ctx: ScalingContext) -> int:
+        """Raw desired instance count for the context."""
+
+
+@register("autoscale", "concurrency")
+class ConcurrencyAutoscaler(AutoscalePolicy):
+    """ServerlessLLM's concurrency metric: ceil(in-flight requests / target)."""
+
+    def desired_instances(self, ctx: ScalingContext) -> int:
+        return math.ceil(ctx.in_flight / ctx.config.target)
+
+
+def make_autoscale_policy(name: str = "concurrency") -> AutoscalePolicy:
+    """Instantiate the autoscaling policy registered (or importable) as ``name``."""
+    return resolve("autoscale", name)()
+
+
+def decide_scaling(policy: AutoscalePolicy, ctx: ScalingContext) -> ScalingDecision:
+    """Apply ``policy`` to ``ctx`` with the shared clamps and keep-alive rule."""
+    cfg = ctx.config
+    desired = min(max(policy.desired_instances(ctx), cfg.min_instances), cfg.max_instances)
+    if ctx.in_flight > 0:
+        desired = max(desired, 1)  # a waiting request always gets an instance (0 -> 1 cold start)
+    start = max(desired - ctx.instances, 0)
+    release: list[str] = []
+    next_check = None
+    surplus = ctx.instances - desired
+    if surplus > 0:
+        # Release the longest-idle instances first, and only once their keep-alive has expired.
+        for inst in sorted(ctx.idle, key=lambda i: (i.idle_since_s, i.instance_id)):
+            if len(release) == surplus:
+                break
+            expires_s = inst.idle_since_s + cfg.keep_alive
+            if expires_s <= ctx.now_s:
+                release.append(inst.instance_id)
+            elif next_check is None or expires_s < next_check:
+                next_check = expires_s
+    return ScalingDecision(desired=desired, start=start, release=tuple(release), next_check_s=next_check)

@@ -1,0 +1,156 @@
+"""The record format shared by the simulator and live mode.
+
+Both runtimes emit one :class:`RequestRecord` per request and one :class:`PhaseRecord` per instance
+lifecycle phase; :mod:`sllmsim.metrics` turns them into DataFrames and summaries. All times are in
+seconds from the start of the run.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+from pathlib import Path
+
+
+class Phase(str, Enum):
+    """Lifecycle phases of an instance, in order; each is recorded with a start and an end."""
+
+    QUEUED = "queued"
+    """Waiting for the node's loading queue (or a free GPU)."""
+    DOWNLOADING = "downloading"
+    """Fetching the checkpoint over the network to local disk."""
+    LOADING_TO_HOST = "loading_to_host"
+    """Reading the checkpoint from local disk into host memory."""
+    LOADING_TO_GPU = "loading_to_gpu"
+    """Copying the checkpoint from host memory to the device."""
+    READY = "ready"
+    """Serving at least one request."""
+    IDLE = "idle"
+    """Loaded, serving nothing, waiting out its keep-alive."""
+    RELEASED = "released"
+    """Unloaded; the GPUs are free again (a zero-length phase marking the end)."""
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request's life. Columns of ``requests.csv``."""
+
+    request_id: int
+    model: str
+    arrival_s: float
+    input_tokens: int
+    output_tokens: int
+    status: str = "completed"
+    """``completed`` or ``failed``."""
+    reason: str = ""
+    """Why a failed request failed."""
+    queued_until_s: float | None = None
+    """When an instance started serving it (its prefill began)."""
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    node: str = ""
+    instance_id: str = ""
+    cold_start: bool = False
+    """True when the request had to wait for an instance to load."""
+    tier: str = ""
+    """Where the serving instance's checkpoint came from: gpu (warm), host, disk or network."""
+    migrated: bool = False
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.finish_s is None else self.finish_s - self.arrival_s
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_s is None else self.first_token_s - self.arrival_s
+
+
+@dataclass(slots=True)
+class PhaseRecord:
+    """One lifecycle phase of one instance. Columns of ``instances.csv``."""
+
+    instance_id: str
+    model: str
+    node: str
+    phase: str
+    start_s: float
+    end_s: float
+    tier: str = ""
+    bytes: int = 0
+
+
+#: Columns of requests.csv: the record's fields plus the derived latency_s and ttft_s.
+REQUEST_COLUMNS = [
+    "request_id", "model", "arrival_s", "input_tokens", "output_tokens", "status", "reason",
+    "queued_until_s", "first_token_s", "finish_s", "latency_s", "ttft_s", "node", "instance_id",
+    "cold_start", "tier", "migrated",
+]
+PHASE_COLUMNS = [f.name for f in fields(PhaseRecord)]
+
+
+def _fmt(value: object) -> object:
+    # Fixed formatting keeps CSVs byte-identical across runs and platforms.
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return f"{value:.9f}"
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def request_row(rec: RequestRecord) -> dict:
+    row = asdict(rec)
+    row["latency_s"] = rec.latency_s
+    row["ttft_s"] = rec.ttft_s
+    return row
+
+
+def write_requests_csv(path: Path, records: Iterable[RequestRecord]) -> None:
+    """Write ``requests.csv`` with the documented columns."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(REQUEST_COLUMNS)
+        for rec in records:
+            row = request_row(rec)
+            writer.writerow([_fmt(row[c]) for c in REQUEST_COLUMNS])
+
+
+def write_phases_csv(path: Path, records: Iterable[PhaseRecord]) -> None:
+    """Write ``instances.csv`` with the documented columns."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PHASE_COLUMNS)
+        for rec in records:
+            row = asdict(rec)
+            writer.writerow([_fmt(row[c]) for c in PHASE_COLUMNS])
+
+
+@dataclass(slots=True)
+class TimeseriesRecord:
+    """One sample of a cluster quantity, written whenever it changes. Rows of ``timeseries.csv``.
+
+    ``metric`` is one of ``instances`` (key = model: instances not released), ``gpus_busy``
+    (key = node), ``host_used_bytes`` (key = node) or ``disk_used_bytes`` (key = node).
+    """
+
+    time_s: float
+    metric: str
+    key: str
+    value: float
+
+
+TIMESERIES_COLUMNS = [f.name for f in fields(TimeseriesRecord)]
+
+
+def write_timeseries_csv(path: Path, records: Iterable[TimeseriesRecord]) -> None:
+    """Write ``timeseries.csv`` with the documented columns."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(TIMESERIES_COLUMNS)
+        for rec in records:
+            writer.writerow([_fmt(rec.time_s), rec.metric, rec.key, _fmt(rec.value)])

@@ -1,0 +1,64 @@
+"""One registry for every pluggable policy, chosen by name from configs.
+
+A policy is one class plus ``@register(kind, name)``. A ``"package.module:Name"`` string imports a
+policy class from outside the package, the way vLLM resolves a scheduler class.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+
+from sllmsim.errors import SllmsimError
+
+_REGISTRY: dict[str, dict[str, type]] = {}
+
+
+class UnknownPolicyError(SllmsimError):
+    """A policy name that is neither registered nor an importable ``module:Class`` path."""
+
+
+def register(kind: str, name: str) -> Callable[[type], type]:
+    """Class decorator: make ``cls`` available as policy ``name`` of ``kind`` (e.g. ``placement``)."""
+
+    def deco(cls: type) -> type:
+        table = _REGISTRY.setdefault(kind, {})
+        if name in table and table[name] is not cls:
+            raise ValueError(f"{kind} policy {name!r} registered twice")
+        table[name] = cls
+        cls.policy_name = name
+        return cls
+
+    return deco
+
+
+def names(kind: str) -> list[str]:
+    """Registered names of one kind, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY.get(kind, {}))
+
+
+def resolve(kind: str, name: str) -> type:
+    """The class registered as ``name`` of ``kind``, or imported from ``"module:Class"``."""
+    _load_builtins()
+    table = _REGISTRY.get(kind, {})
+    if name in table:
+        return table[name]
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UnknownPolicyError(f"cannot import {kind} policy {name!r}: {exc}") from None
+    close = difflib.get_close_matches(name, list(table), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UnknownPolicyError(
+        f"unknown {kind} policy {name!r}{hint} (known: {', '.join(sorted(table))}; or give 'module:Class')"
+    )
+
+
+def _load_builtins() -> None:
+    # Importing the policy modules runs their @register decorators.
+    importlib.import_module("sllmsim.core.placement")
+    importlib.import_module("sllmsim.core.autoscale")

@@ -1,0 +1,1 @@
+"""Maintenance commands that may import heavy libraries; never imported by the simulator."""
