@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 
@@ -154,3 +154,19 @@ def write_timeseries_csv(path: Path, records: Iterable[TimeseriesRecord]) -> Non
         writer.writerow(TIMESERIES_COLUMNS)
         for rec in records:
             writer.writerow([_fmt(rec.time_s), rec.metric, rec.key, _fmt(rec.value)])
+
+
+@dataclass
+class RunResult:
+    """Everything one run (simulated or live) produced; :mod:`sllmsim.output` writes it as a run folder."""
+
+    name: str
+    requests: list[RequestRecord]
+    phases: list[PhaseRecord]
+    timeseries: list[TimeseriesRecord]
+    resolved_config: dict
+    """The fully resolved inputs (hardware, deploy configs, scheduler, seed, options) as plain data."""
+    mode: str = "sim"
+    """``sim`` or ``live``."""
+    scheduler_log: list[str] = field(default_factory=list)
+    """The scheduler's log lines (``Sorted scheduling options: ...``) in order."""
