@@ -110,9 +110,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("load_to_gpu_mean_s", "s", "mean duration of loading_to_gpu phases (host memory → GPU)"),
     Metric("duration_s", "s", "end of the run: the latest arrival, finish, phase end or time-series sample"),
     Metric("gpu_seconds", "GPU·s",
-           "Σ over nodes of ∫ gpus_busy dt from time 0 to duration_s; gpus_busy is a step function that holds "
-           "each sample's value until the next sample of the same node (GPUs held by an instance in any "
-           "phase from load to release count as busy, whether or not they are computing)"),
+           "Σ over nodes of ∫ gpus_busy dt up to duration_s; gpus_busy is a step function that holds each "
+           "sample's value until the node's next sample (0 before its first); GPUs held by an instance in any "
+           "phase from load to release count as busy, whether or not they are computing"),
     Metric("mean_gpus_busy", "GPUs", "gpu_seconds / duration_s"),
     Metric("peak_gpus_busy", "GPUs", "maximum over time of the busy GPUs summed over nodes"),
     Metric("peak_instances", "count", "maximum over time of the instances (not yet released) summed over models"),
@@ -437,3 +437,7 @@ def compare_summaries(a: dict, b: dict) -> pd.DataFrame:
         rows.append({"metric": key, "unit": METRIC_BY_KEY[key].unit, "a": va, "b": vb,
                      "b_minus_a": diff, "b_over_a": ratio})
     return pd.DataFrame(rows, columns=["metric", "unit", "a", "b", "b_minus_a", "b_over_a"])
+
+
+if __name__ == "__main__":  # `python -m sllmsim.metrics` prints the README's metric table
+    print(metrics_markdown_table())
