@@ -13,6 +13,7 @@ from sllmsim.errors import SllmsimError
 #: command name -> "module:attribute" of its click command. One line per command.
 COMMANDS: dict[str, str] = {
     "catalog": "sllmsim.cli.catalog:catalog",
+    "make-tiny-model": "sllmsim.cli.make_tiny_model:make_tiny_model",
     "trace": "sllmsim.cli.trace:trace",
     "compare": "sllmsim.cli.compare:compare",
 }

@@ -1,0 +1,393 @@
+"""The model store of live mode: checkpoint folders per node, an import area, and how they are found.
+
+Layout under the ``--storage`` root::
+
+    _import/<model>/          the import area: every imported checkpoint, never evicted. It stands in
+                              for the remote storage (a model hub, S3) that a node downloads from.
+    <node_id>/models/<model>/ a node's local disk (:class:`live.node_storage.NodeStorage`), capped at
+                              the node's ``disk_size``.
+    <node_id>/tmp/            partial copies, renamed into ``models/`` only when complete.
+
+A checkpoint folder is a Hugging Face safetensors folder (weights, ``config.json``, tokenizer files)
+plus a manifest, written last, that lists its files and sizes. Model names may contain ``/`` (as hub
+names do) but never lead outside the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from sllmsim.errors import SllmsimError
+
+if TYPE_CHECKING:
+    from live.node_storage import NodeStorage
+    from sllmsim.config.hardware import ClusterSpec
+
+MANIFEST = ".sllmsim-manifest.json"
+IMPORT_DIR = "_import"
+#: Weight formats other than safetensors are left behind on import: the loader reads safetensors only,
+#: and hub folders often hold the same weights twice (``pytorch_model.bin`` next to ``model.safetensors``).
+SKIPPED_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".gguf", ".ot"})
+_COPY_CHUNK_BYTES = 8 * 1024**2
+_NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
+_MAX_NAME_CHARS = 200
+
+#: progress(bytes_done, bytes_total)
+Progress = Callable[[int, int], None]
+
+
+class StoreError(SllmsimError):
+    """A model store operation failed; the message says what to do."""
+
+
+class InvalidModelNameError(StoreError):
+    """A model name that is not a safe relative path inside the store."""
+
+
+class ModelNotFoundError(StoreError):
+    """A model that is neither a local folder nor in the store."""
+
+
+class StorageFullError(StoreError):
+    """A node's disk (``disk_size``) cannot hold a checkpoint even after evicting unused ones."""
+
+
+def validate_model_name(name: object) -> str:
+    """Return ``name`` if it is a safe store name (``opt-1.3b``, ``facebook/opt-1.3b``), else raise.
+
+    Rejects absolute paths, ``..`` and ``.`` segments, backslashes, hidden segments and anything
+    outside ``[A-Za-z0-9._+-]`` so that a name can never point outside its folder.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidModelNameError(f"model name must be a non-empty string, got {name!r}")
+    if len(name) > _MAX_NAME_CHARS:
+        raise InvalidModelNameError(f"model name is longer than {_MAX_NAME_CHARS} characters: {name[:40]!r}...")
+    if name.startswith(("/", "~")) or "\\" in name or re.match(r"^[A-Za-z]:", name):
+        raise InvalidModelNameError(f"model name {name!r} is an absolute path; a store name is relative, "
+                                    "like 'opt-1.3b' or 'facebook/opt-1.3b'")
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidModelNameError(f"model name {name!r} has an empty, '.' or '..' segment; it would "
+                                        "leave the store folder")
+        if not _NAME_PART.match(part):
+            raise InvalidModelNameError(f"model name {name!r}: segment {part!r} must be letters, digits and "
+                                        "'._+-', not starting with '.'")
+    return name
+
+
+def _under(root: Path, name: str) -> Path:
+    path = root.joinpath(*PurePosixPath(validate_model_name(name)).parts)
+    # Belt and braces: the name rules already forbid escaping, this guards against symlinked roots.
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise InvalidModelNameError(f"model name {name!r} resolves outside the store folder {root}")
+    return path
+
+
+# --- checkpoint folders ------------------------------------------------------------------------------------
+
+def checkpoint_listing(folder: Path) -> dict[str, int]:
+    """The files a store copy of ``folder`` holds: relative posix path -> size in bytes.
+
+    Symlinks are followed (a Hugging Face cache snapshot is a folder of links to blobs); hidden files
+    and non-safetensors weight formats are skipped.
+    """
+    out: dict[str, int] = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith(".") or Path(fname).suffix in SKIPPED_SUFFIXES:
+                continue
+            path = Path(dirpath) / fname
+            if path.is_file():
+                out[path.relative_to(folder).as_posix()] = path.stat().st_size
+    return out
+
+
+def check_checkpoint_folder(folder: Path) -> None:
+    """Raise a clear :class:`StoreError` unless ``folder`` looks like a loadable safetensors checkpoint."""
+    from live.loader import CheckpointError, checkpoint_files, read_header
+
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"{folder}: folder does not exist")
+    if not (folder / "config.json").is_file():
+        raise StoreError(f"{folder}: no config.json; expected a Hugging Face model folder "
+                         "(as written by save_pretrained)")
+    try:
+        for path in checkpoint_files(folder):
+            read_header(path)
+    except CheckpointError as exc:
+        raise StoreError(str(exc)) from None
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a complete store copy, or None when ``folder`` is not one."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+        if isinstance(data, dict) and isinstance(data.get("files"), dict):
+            return data
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def manifest_bytes(manifest: Mapping) -> int:
+    return sum(int(v) for v in manifest["files"].values())
+
+
+def _source_stamp(folder: Path, listing: Mapping[str, int]) -> dict[str, int]:
+    # Modification times tell a regenerated folder from an identical one (sizes alone often match).
+    return {rel: (folder / rel).stat().st_mtime_ns for rel in listing}
+
+
+def copy_checkpoint(src: Path, dst: Path, bandwidth_bytes_per_s: float | None = None,
+                    progress: Progress | None = None, source_stamp: bool = False) -> int:
+    """Copy checkpoint folder ``src`` to the new folder ``dst`` (real bytes) and write its manifest.
+
+    With ``bandwidth_bytes_per_s`` the copy is throttled: after each chunk it sleeps until the bytes
+    sent so far would have taken that long, so it never finishes before size / bandwidth seconds.
+    Returns the bytes copied.
+    """
+    listing = checkpoint_listing(src)
+    total = sum(listing.values())
+    chunk = _COPY_CHUNK_BYTES
+    if bandwidth_bytes_per_s:
+        # About 20 sleeps per second keeps a throttled transfer smooth rather than bursty.
+        chunk = int(min(_COPY_CHUNK_BYTES, max(64 * 1024, bandwidth_bytes_per_s / 20)))
+    buf = memoryview(bytearray(chunk))
+    dst.mkdir(parents=True)
+    start = time.monotonic()
+    done = 0
+    if progress:
+        progress(0, total)
+    for rel in listing:
+        out_path = dst / rel
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(src / rel, "rb", buffering=0) as fin, open(out_path, "wb", buffering=0) as fout:
+            while n := fin.readinto(buf):
+                view = buf[:n]
+                while view:
+                    view = view[fout.write(view):]
+                done += n
+                if bandwidth_bytes_per_s:
+                    wait_s = start + done / bandwidth_bytes_per_s - time.monotonic()
+                    if wait_s > 0:
+                        time.sleep(wait_s)
+                if progress:
+                    progress(done, total)
+    manifest = {"files": {rel: (dst / rel).stat().st_size for rel in listing}, "source": str(src)}
+    if source_stamp:
+        manifest["source_mtime_ns"] = _source_stamp(src, listing)
+    (dst / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return done
+
+
+def install_folder(tmp: Path, final: Path) -> None:
+    """Move a completed copy into place, replacing an old one (which is deleted)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    trash = None
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(trash)
+    tmp.rename(final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_empty_parents(path: Path, stop: Path) -> None:
+    """Delete empty folders from ``path`` up to (not including) ``stop`` (``org/`` of ``org/name``)."""
+    path = path.parent
+    while path != stop and path.is_relative_to(stop):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+
+
+# --- the registry -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a ``pretrained_model_name_or_path`` points."""
+
+    path: Path
+    store_name: str | None
+    """The name in the store, or None for a local folder outside the store (to be imported)."""
+
+    @property
+    def in_store(self) -> bool:
+        return self.store_name is not None
+
+
+class StoreRegistry:
+    """All nodes' storages plus the import area under one root folder; thread-safe.
+
+    Nodes attach themselves (:class:`live.node_storage.NodeStorage` takes the registry), or
+    :meth:`for_cluster` builds one per node of a hardware config.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().absolute()
+        self.import_root = self.root / IMPORT_DIR
+        self.import_root.mkdir(parents=True, exist_ok=True)
+        self._tmp_root = self.root / IMPORT_DIR / ".tmp"
+        shutil.rmtree(self._tmp_root, ignore_errors=True)  # leftovers of an interrupted import
+        self._nodes: dict[str, NodeStorage] = {}
+        self._lock = threading.Lock()
+        self._import_lock = threading.Lock()
+
+    @classmethod
+    def for_cluster(cls, root: str | Path, cluster: ClusterSpec, devices: Mapping[str, str]) -> StoreRegistry:
+        """A registry with one :class:`NodeStorage` per node; ``devices`` maps node id -> torch device."""
+        from live.node_storage import NodeStorage
+
+        registry = cls(root)
+        for node in cluster.nodes:
+            NodeStorage(node, registry.root, devices.get(node.node_id, "cpu"), registry)
+        return registry
+
+    # --- nodes -----------------------------------------------------------------------------------------------
+    def attach(self, storage: NodeStorage) -> None:
+        """Register a node's storage (called by its constructor)."""
+        with self._lock:
+            if storage.node_id in self._nodes:
+                raise StoreError(f"node {storage.node_id!r} is already attached to the store at {self.root}")
+            self._nodes[storage.node_id] = storage
+
+    def node(self, node_id: str) -> NodeStorage:
+        with self._lock:
+            try:
+                return self._nodes[node_id]
+            except KeyError:
+                raise StoreError(f"unknown node {node_id!r}; nodes: {', '.join(self._nodes)}") from None
+
+    @property
+    def nodes(self) -> tuple[NodeStorage, ...]:
+        with self._lock:
+            return tuple(self._nodes.values())
+
+    # --- names and sources -----------------------------------------------------------------------------------
+    def import_path(self, model: str) -> Path:
+        """Folder of ``model`` in the import area (validated name)."""
+        return _under(self.import_root, model)
+
+    def is_imported(self, model: str) -> bool:
+        return read_manifest(self.import_path(model)) is not None
+
+    def resolve(self, pretrained_model_name_or_path: str) -> ModelSource:
+        """Find what a deploy config's ``pretrained_model_name_or_path`` names.
+
+        An existing local folder wins (it will be imported); otherwise the name must be in the store
+        (import area, else some node's disk). There is no hub access: a missing hub name is an error
+        that says how to import the model.
+        """
+        value = pretrained_model_name_or_path
+        if not isinstance(value, str) or not value:
+            raise InvalidModelNameError(f"pretrained_model_name_or_path must be a non-empty string, got {value!r}")
+        local = Path(value).expanduser()
+        if local.is_dir():
+            return ModelSource(local.absolute(), None)
+        if value.startswith(("/", "./", "../", "~")) or local.exists():
+            raise ModelNotFoundError(f"pretrained_model_name_or_path {value!r}: no such folder")
+        name = validate_model_name(value)
+        path = self.import_path(name)
+        if read_manifest(path) is not None:
+            return ModelSource(path, name)
+        for node in self.nodes:
+            if name in node.disk_models():
+                return ModelSource(node.model_dir(name), name)
+        raise ModelNotFoundError(
+            f"model {value!r} is not in the store at {self.root} and there is no model hub access. Import it: "
+            f"download it elsewhere (e.g. `huggingface-cli download {value} --local-dir DIR`), then set "
+            "pretrained_model_name_or_path to that folder in the deploy config (or copy the safetensors folder to "
+            f"{path})")
+
+    def model_bytes(self, model: str) -> int:
+        """Checkpoint bytes of ``model`` as stored (0 when it is nowhere in the store)."""
+        manifest = read_manifest(self.import_path(model))
+        if manifest is None:
+            for node in self.nodes:
+                if model in node.disk_models():
+                    manifest = read_manifest(node.model_dir(model))
+                    break
+        return 0 if manifest is None else manifest_bytes(manifest)
+
+    # --- importing ---------------------------------------------------------------------------------------
+    def import_model(self, model: str, source: str | Path | ModelSource, node_ids: Iterable[str] = (),
+                     progress: Progress | None = None) -> int:
+        """Copy a checkpoint into the import area as ``model`` and onto the disks of ``node_ids``.
+
+        ``source`` is a local folder, a :class:`ModelSource`, or a name already in the store. Importing
+        the same unchanged folder again copies nothing. Re-importing a changed folder replaces the
+        stored copy and drops the stale copies from node disks and host caches. Returns the bytes.
+        """
+        validate_model_name(model)
+        if not isinstance(source, ModelSource):
+            source = self.resolve(str(source))
+        src = source.path
+        dst = self.import_path(model)
+        with self._import_lock:
+            if src.absolute() != dst.absolute():
+                check_checkpoint_folder(src)
+                if not self._import_is_current(src, dst, source):
+                    self._tmp_root.mkdir(parents=True, exist_ok=True)
+                    tmp = self._tmp_root / uuid.uuid4().hex
+                    try:
+                        copy_checkpoint(src, tmp, progress=progress, source_stamp=not source.in_store)
+                        install_folder(tmp, dst)
+                    finally:
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    for node in self.nodes:
+                        node.drop_if_stale(model, read_manifest(dst))
+        nbytes = manifest_bytes(read_manifest(dst))
+        for node_id in dict.fromkeys(node_ids):
+            self.node(node_id).place_on_disk(model)
+        return nbytes
+
+    @staticmethod
+    def _import_is_current(src: Path, dst: Path, source: ModelSource) -> bool:
+        manifest = read_manifest(dst)
+        if manifest is None:
+            return False
+        listing = checkpoint_listing(src)
+        if manifest["files"] != listing:
+            return False
+        if source.in_store:
+            return True
+        return manifest.get("source_mtime_ns") == _source_stamp(src, listing)
+
+    def network_source(self, model: str, exclude: str | None = None) -> tuple[Path, Callable[[], None]]:
+        """A complete copy of ``model`` to download from, and a function to call when done with it.
+
+        The import area is preferred; otherwise another node's disk copy is pinned (not evicted)
+        until the returned function is called.
+        """
+        path = self.import_path(model)
+        if read_manifest(path) is not None:
+            return path, lambda: None
+        for node in self.nodes:
+            if node.node_id != exclude and node.pin_disk(model):
+                return node.model_dir(model), lambda node=node: node.unpin_disk(model)
+        raise ModelNotFoundError(
+            f"model {model!r} is neither in the import area ({path}) nor on any node's disk; deploy it with "
+            "pretrained_model_name_or_path set to a local folder to import it")
+
+    def remove_model(self, model: str) -> None:
+        """Delete ``model`` from the import area and every node (it must not be loading)."""
+        for node in self.nodes:
+            node.remove_from_disk(model)
+        with self._import_lock:
+            path = self.import_path(model)
+            if path.exists():
+                shutil.rmtree(path)
+                remove_empty_parents(path, self.import_root)
