@@ -1,0 +1,682 @@
+"""The live controller: deployments, instances, placement and autoscaling over the node workers.
+
+It keeps the real state (which instances exist where, which GPU slots they hold, which requests
+wait) and asks the scheduler core — the very functions the simulator calls — what to do:
+:func:`sllmsim.core.autoscale.decide_scaling` on every arrival, finish, load and keep-alive expiry,
+and :func:`sllmsim.core.placement.place` for each instance to start, over a
+:class:`~sllmsim.core.snapshot.ClusterView` built from the nodes' storage tiers and slot usage.
+
+Everything runs on the server's event loop and never blocks it: loads and forward passes run in the
+workers' threads; a request that needs a cold start waits on a future that the load resolves (no
+polling); keep-alive expiries are ``loop.call_later`` timers at the time the autoscaler names.
+
+Lifecycle of an instance: ``loading`` → ``idle`` ⇄ ``ready`` (serving at least one request) →
+``releasing`` → gone. Requests queue per deployment, first come first served; an instance pulls the
+next queued request whenever it has room (``backend_config.max_batch_size`` concurrent requests).
+A failed load fails the requests queued for its model at that moment (with the reason), frees its
+slot, and the server goes on serving. Deleting a deployment drains it: queued and running requests
+are served, new ones are refused, then its instances are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, parse_deploy_config
+from sllmsim.config.hardware import ClusterSpec
+from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy
+from sllmsim.core.placement import feasible_nodes, make_placement_policy, place
+from sllmsim.core.snapshot import ClusterView, ModelView, NodeView
+from sllmsim.errors import ConfigError, SllmsimError
+from sllmsim.records import Phase, RequestRecord
+
+from live.generation import GenerationInputError, GenerationRequest
+from live.metrics_prom import GaugeState, LiveMetrics
+from live.records import LiveRecorder
+from live.store import StoreError, validate_model_name
+from live.worker import Finished, GenerationEvent, NodeWorker, PromptAccepted, TextDelta
+
+logger = logging.getLogger("sllmsim.live")
+
+#: File under the storage folder where deployments are kept across restarts.
+DEPLOYMENTS_FILE = "deployments.json"
+_DEPLOYMENTS_VERSION = 1
+
+
+class UnknownModelError(SllmsimError):
+    """A request or command names a model that is not deployed (HTTP 404)."""
+
+    def __init__(self, model: str, deployed: list[str], note: str = ""):
+        self.model = model
+        self.deployed = deployed
+        listing = ", ".join(deployed) if deployed else "none"
+        super().__init__(f"model {model!r} is not deployed{note}; deployed models: {listing}")
+
+
+class ConflictError(SllmsimError):
+    """A deploy of a name that is already deployed or still being deleted (HTTP 409)."""
+
+
+class LoadFailedError(SllmsimError):
+    """The instance that a request waited for failed to load (HTTP 500 with the reason)."""
+
+
+def check_model_name(name: str, source: str, field: str = "model") -> None:
+    """Reject names that could escape the store folder (``../x``, absolute paths), naming the field."""
+    try:
+        validate_model_name(name)
+    except StoreError as exc:
+        raise ConfigError(source, field, str(exc)) from None
+
+
+@dataclass(eq=False)
+class Instance:
+    """One loaded (or loading) copy of a deployment's model on one node."""
+
+    instance_id: str
+    deployment: Deployment
+    node_id: str
+    num_gpus: int
+    capacity: int
+    """Requests it serves at once (``backend_config.max_batch_size``)."""
+    placed_s: float
+    phase: str = "loading"
+    """``loading``, ``idle``, ``ready`` or ``releasing``."""
+    phase_since_s: float = 0.0
+    active: int = 0
+    tier: str = ""
+    nbytes: int = 0
+    ready_s: float | None = None
+    estimate_s: float = 0.0
+    """The scheduler's startup estimate when it was placed."""
+    load_detail: str = ""
+    """The last load phase that finished (for status)."""
+    task: asyncio.Task | None = None
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A request waiting for an instance with room."""
+
+    future: asyncio.Future
+    record: RequestRecord
+
+
+@dataclass(eq=False)
+class Deployment:
+    """A deployed model: its config, where its checkpoint lives in the store, and its instances."""
+
+    config: DeployConfig
+    raw: dict
+    """The deploy config as the user sent it (persisted as is)."""
+    store_key: str
+    size_bytes: int
+    instances: dict[str, Instance] = field(default_factory=dict)
+    queue: deque[Waiter] = field(default_factory=deque)
+    in_flight: int = 0
+    draining: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.model
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A request admitted onto an instance; :meth:`Controller.generate` runs it."""
+
+    record: RequestRecord
+    instance: Instance
+    cold_start: bool
+    started: bool = False
+    finished: bool = False
+
+
+class Controller:
+    """Owns deployments and instances; every method runs on the server's event loop."""
+
+    def __init__(self, cluster: ClusterSpec, workers: dict[str, NodeWorker], registry, storage_dir: Path,
+                 recorder: LiveRecorder, placement: str = "storage_aware", seed: int = 0):
+        self.cluster = cluster
+        self.workers = workers
+        self.registry = registry
+        self.storage_dir = Path(storage_dir)
+        self.recorder = recorder
+        self.metrics = LiveMetrics(self.gauge_state)
+        self._placement = make_placement_policy(placement, seed=seed)
+        self._autoscale = make_autoscale_policy("concurrency")
+        self._deployments: dict[str, Deployment] = {}
+        self._reserved_names: set[str] = set()
+        self._slots_used: dict[str, int] = {n.node_id: 0 for n in cluster.nodes}
+        self._instance_ids = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind to the running loop and restore the deployments persisted in the storage folder."""
+        self._loop = asyncio.get_running_loop()
+        self.recorder.capture_scheduler_log()
+        path = self.storage_dir / DEPLOYMENTS_FILE
+        if not path.exists():
+            return
+        try:
+            saved = json.loads(path.read_text())["deployments"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.error("cannot read %s (%s); starting with no deployments", path, exc)
+            return
+        for entry in saved:
+            raw = entry.get("config") if isinstance(entry, dict) else None
+            try:
+                await self.deploy(raw, source=f"{path} (restoring)", store_key=entry.get("store_key"),
+                                  persist=False)
+                logger.info("restored deployment %s", raw.get("model") if isinstance(raw, dict) else raw)
+            except SllmsimError as exc:
+                logger.error("could not restore a deployment: %s", exc)
+
+    async def close(self) -> None:
+        """Fail waiting requests, release every instance and close the workers."""
+        self._closing = True
+        for dep in self._deployments.values():
+            if dep.timer is not None:
+                dep.timer.cancel()
+            self._fail_waiters(dep, "the server is shutting down")
+        tasks = [i.task for d in self._deployments.values() for i in d.instances.values() if i.task]
+        for task in tasks:
+            if not task.done():
+                with contextlib.suppress(BaseException):
+                    await task
+        for dep in list(self._deployments.values()):
+            for inst in list(dep.instances.values()):
+                if inst.phase != "releasing":
+                    self._set_phase(inst, "releasing")
+                    await self._do_release(inst)
+        for worker in self.workers.values():
+            await worker.close()
+        self.recorder.stop_capture()
+
+    # --- deployments ----------------------------------------------------------------------------
+
+    def deployed_models(self) -> list[str]:
+        """Names of the deployments that accept requests."""
+        return [name for name, dep in self._deployments.items() if not dep.draining]
+
+    def _check_for_live(self, cfg: DeployConfig) -> None:
+        src = cfg.source
+        check_model_name(cfg.model, src)
+        if cfg.backend != "transformers":
+            raise ConfigError(src, "backend", f"live mode serves only 'transformers' models, got {cfg.backend!r}")
+        if cfg.backend_config.torch_dtype in ("int8", "uint8", "float64"):
+            raise ConfigError(src, "backend_config.torch_dtype",
+                              f"live mode loads float16, bfloat16 or float32 weights (or 'auto'), got "
+                              f"{cfg.backend_config.torch_dtype!r}")
+        node_ids = set(self.cluster.node_ids)
+        pc = cfg.placement_config
+        for key, nodes in (("target_nodes", pc.target_nodes or ()), ("local_disk", pc.local_disk),
+                           ("host_memory", pc.host_memory)):
+            unknown = [n for n in nodes if n not in node_ids]
+            if unknown:
+                raise ConfigError(src, f"placement_config.{key}",
+                                  f"unknown node(s) {', '.join(unknown)}; the hardware config has {', '.join(self.cluster.node_ids)}")
+        allowed = [n for n in self.cluster.nodes if pc.target_nodes is None or n.node_id in pc.target_nodes]
+        most = max((n.num_gpus for n in allowed), default=0)
+        if cfg.num_gpus > most:
+            raise ConfigError(src, "num_gpus", f"{cfg.num_gpus} GPUs per instance, but the allowed nodes have at most {most}")
+
+    async def _prepare_checkpoint(self, cfg: DeployConfig, store_key: str | None) -> tuple[str, int]:
+        """The store key of the deployment's checkpoint and its size in bytes.
+
+        A local folder is imported into the store under the deployment's name; a name already in the
+        store is used as it is. Either way the checkpoint is put on the disks of
+        ``placement_config.local_disk``. A restored deployment reuses its stored copy.
+        """
+        if store_key is not None and self.registry.is_imported(store_key):
+            return store_key, int(self.registry.model_bytes(store_key))
+        field_name = "backend_config.pretrained_model_name_or_path"
+        try:
+            source = self.registry.resolve(cfg.backend_config.pretrained_model_name_or_path)
+            key = source.store_name or cfg.model
+            nbytes = await asyncio.to_thread(self.registry.import_model, key, source,
+                                             list(cfg.placement_config.local_disk))
+        except StoreError as exc:
+            raise ConfigError(cfg.source, field_name, str(exc)) from None
+        return key, int(nbytes)
+
+    async def deploy(self, raw, source: str = "deploy request", store_key: str | None = None,
+                     persist: bool = True) -> dict:
+        """Register a deployment from a deploy config (the spec's file, unchanged)."""
+        cfg = parse_deploy_config(raw, source)
+        self._check_for_live(cfg)
+        if cfg.model in self._deployments or cfg.model in self._reserved_names:
+            dep = self._deployments.get(cfg.model)
+            what = "is being deleted; wait and deploy again" if dep and dep.draining else \
+                "is already deployed; use update to change it"
+            raise ConflictError(f"model {cfg.model!r} {what}")
+        self._reserved_names.add(cfg.model)
+        try:
+            key, size = await self._prepare_checkpoint(cfg, store_key)
+        finally:
+            self._reserved_names.discard(cfg.model)
+        dep = Deployment(config=cfg, raw=raw, store_key=key, size_bytes=size)
+        self._deployments[cfg.model] = dep
+        if persist:
+            self._persist()
+        logger.info("deployed %s (%s, %d bytes)", cfg.model, key, size)
+        self._rescale(dep)  # starts min_instances, if any
+        return self._model_status(dep)
+
+    async def update(self, raw, source: str = "update request") -> dict:
+        """Change a deployment's autoscaling and placement; the checkpoint and backend must not change."""
+        cfg = parse_deploy_config(raw, source)
+        self._check_for_live(cfg)
+        dep = self._deployments.get(cfg.model)
+        if dep is None or dep.draining:
+            raise UnknownModelError(cfg.model, self.deployed_models())
+        old = dep.config
+        for field_name, before, after in (
+            ("backend", old.backend, cfg.backend),
+            ("num_gpus", old.num_gpus, cfg.num_gpus),
+            ("backend_config.pretrained_model_name_or_path", old.backend_config.pretrained_model_name_or_path,
+             cfg.backend_config.pretrained_model_name_or_path),
+            ("backend_config.torch_dtype", old.backend_config.torch_dtype, cfg.backend_config.torch_dtype),
+        ):
+            if before != after:
+                raise ConfigError(source, field_name, f"cannot change from {before!r} to {after!r} on a deployed "
+                                  "model; delete it and deploy again")
+        dep.config = cfg
+        dep.raw = raw
+        self._persist()
+        self._rescale(dep)
+        return self._model_status(dep)
+
+    def _find_for_delete(self, name: str) -> Deployment:
+        dep = self._deployments.get(name)
+        if dep is not None:
+            return dep
+        # The spec deletes by hub name (`sllm-cli delete facebook/opt-1.3b`): accept a unique match.
+        matches = [d for d in self._deployments.values()
+                   if d.config.backend_config.pretrained_model_name_or_path == name]
+        if len(matches) == 1:
+            return matches[0]
+        raise UnknownModelError(name, self.deployed_models())
+
+    async def delete(self, names: list[str]) -> list[str]:
+        """Stop taking requests for the named deployments, serve what they have, release them.
+
+        Returns once every named deployment is gone. Nothing is deleted when a name is unknown.
+        """
+        deps = list(dict.fromkeys(self._find_for_delete(n) for n in names))
+        for dep in deps:
+            dep.draining = True
+        self._persist()
+        for dep in deps:
+            self._rescale(dep)
+            self._check_drained(dep)
+        await asyncio.gather(*(dep.drained.wait() for dep in deps))
+        return [dep.name for dep in deps]
+
+    def _persist(self) -> None:
+        """Write the deployments (not those being deleted) atomically to the storage folder."""
+        data = {"version": _DEPLOYMENTS_VERSION,
+                "deployments": [{"config": dep.raw, "store_key": dep.store_key}
+                                for dep in self._deployments.values() if not dep.draining]}
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        path = self.storage_dir / DEPLOYMENTS_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+
+    # --- requests -------------------------------------------------------------------------------
+
+    async def admit(self, model: str) -> Ticket:
+        """Admit a request for ``model`` onto an instance with room, waiting for a cold start if needed.
+
+        Raises :class:`UnknownModelError` or :class:`LoadFailedError`.
+        """
+        dep = self._deployments.get(model)
+        if dep is None or dep.draining or self._closing:
+            note = " (it is being deleted)" if dep is not None else ""
+            raise UnknownModelError(model, self.deployed_models(), note)
+        rec = self.recorder.new_request(model)
+        dep.in_flight += 1
+        inst = self._free_instance(dep) if not dep.queue else None
+        if inst is not None:
+            self._occupy(inst)
+            self._rescale(dep)
+            return Ticket(rec, inst, cold_start=False)
+        waiter = Waiter(self._loop.create_future(), rec)
+        dep.queue.append(waiter)
+        self._rescale(dep)
+        try:
+            inst = await waiter.future
+        except asyncio.CancelledError:
+            fut = waiter.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._finish(Ticket(rec, fut.result(), False), "failed", "client disconnected")
+            elif not fut.done() or fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    dep.queue.remove(waiter)
+                self._request_gone(dep, rec, "client disconnected while waiting")
+            raise
+        # A cold start: the instance that serves it became ready only after the request arrived.
+        return Ticket(rec, inst, cold_start=inst.ready_s is not None and inst.ready_s >= rec.arrival_s)
+
+    async def generate(self, ticket: Ticket, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Run an admitted request; yields the worker's events and records the request when done."""
+        inst, rec = ticket.instance, ticket.record
+        ticket.started = True
+        rec.queued_until_s = self.recorder.now_s()
+        rec.node, rec.instance_id = inst.node_id, inst.instance_id
+        rec.cold_start = ticket.cold_start
+        rec.tier = inst.tier if ticket.cold_start else "gpu"
+        status, reason = "failed", "client disconnected"
+        try:
+            stream = self.workers[inst.node_id].generate(inst.instance_id, request)
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if isinstance(event, PromptAccepted):
+                        rec.input_tokens = event.prompt_tokens
+                    elif isinstance(event, TextDelta):
+                        if rec.first_token_s is None:
+                            rec.first_token_s = self.recorder.now_s()
+                    elif isinstance(event, Finished):
+                        now = self.recorder.now_s()
+                        if rec.first_token_s is None:
+                            rec.first_token_s = now
+                        rec.finish_s = now
+                        rec.output_tokens = event.output.completion_tokens
+                        status, reason = "completed", ""
+                    yield event
+        except GenerationInputError as exc:
+            reason = str(exc)
+            raise
+        except Exception as exc:
+            reason = f"generation failed: {exc}"
+            logger.exception("request %d on %s failed", rec.request_id, inst.instance_id)
+            raise
+        finally:
+            self._finish(ticket, status, reason)
+
+    def abandon(self, ticket: Ticket, reason: str) -> None:
+        """Give back an admitted request that will not run."""
+        if not ticket.finished:
+            self._finish(ticket, "failed", reason)
+
+    def _finish(self, ticket: Ticket, status: str, reason: str) -> None:
+        if ticket.finished:
+            return
+        ticket.finished = True
+        inst, rec = ticket.instance, ticket.record
+        dep = inst.deployment
+        rec.status, rec.reason = status, reason
+        if rec.finish_s is None:
+            rec.finish_s = self.recorder.now_s()
+        dep.in_flight -= 1
+        inst.active -= 1
+        self.metrics.on_request(dep.name, status, rec.latency_s, rec.ttft_s, rec.input_tokens, rec.output_tokens)
+        if inst.active == 0 and inst.phase == "ready":
+            self._set_phase(inst, "idle")
+        self._dispatch(dep)
+        self._rescale(dep)
+        self._check_drained(dep)
+
+    def _request_gone(self, dep: Deployment, rec: RequestRecord, reason: str) -> None:
+        """Account for a queued request that leaves without being served."""
+        dep.in_flight -= 1
+        rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
+        self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
+        self._rescale(dep)
+        self._check_drained(dep)
+
+    def _free_instance(self, dep: Deployment) -> Instance | None:
+        """The loaded instance with the most room (then the longest-ready), if any has room."""
+        best = None
+        for inst in dep.instances.values():
+            if inst.phase in ("idle", "ready") and inst.active < inst.capacity:
+                if best is None or (inst.active, inst.ready_s) < (best.active, best.ready_s):
+                    best = inst
+        return best
+
+    def _occupy(self, inst: Instance) -> None:
+        inst.active += 1
+        if inst.phase == "idle":
+            self._set_phase(inst, "ready")
+
+    def _dispatch(self, dep: Deployment) -> None:
+        """Hand queued requests, in arrival order, to instances with room."""
+        while dep.queue:
+            inst = self._free_instance(dep)
+            if inst is None:
+                return
+            waiter = dep.queue.popleft()
+            if waiter.future.done():  # its client went away; admit() accounted for it
+                continue
+            self._occupy(inst)
+            waiter.future.set_result(inst)
+
+    def _fail_waiters(self, dep: Deployment, reason: str) -> None:
+        while dep.queue:
+            waiter = dep.queue.popleft()
+            if waiter.future.done():
+                continue
+            dep.in_flight -= 1
+            rec = waiter.record
+            rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
+            self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
+            waiter.future.set_exception(LoadFailedError(reason))
+
+    # --- scaling and placement ------------------------------------------------------------------
+
+    def _rescale(self, dep: Deployment) -> None:
+        """Ask the core's autoscaler what ``dep`` needs now, and carry it out."""
+        if self._closing or self._deployments.get(dep.name) is not dep:
+            return
+        cfg = dep.config.auto_scaling_config
+        if dep.draining:
+            cfg = replace(cfg, min_instances=0, keep_alive=0.0)
+        alive = [i for i in dep.instances.values() if i.phase != "releasing"]
+        now = self.recorder.now_s()
+        ctx = ScalingContext(
+            model=dep.name, now_s=now, in_flight=dep.in_flight, instances=len(alive),
+            idle=tuple(IdleInstance(i.instance_id, i.phase_since_s) for i in alive if i.phase == "idle"),
+            config=cfg,
+        )
+        decision = decide_scaling(self._autoscale, ctx)
+        for instance_id in decision.release:
+            self._release(dep.instances[instance_id])
+        for _ in range(decision.start):
+            if not self._start_instance(dep):
+                break  # no node has room; retried whenever a slot frees
+        if dep.timer is not None:
+            dep.timer.cancel()
+            dep.timer = None
+        if decision.next_check_s is not None:
+            dep.timer = self._loop.call_later(max(decision.next_check_s - now, 0.0), self._rescale, dep)
+
+    def _rescale_all(self) -> None:
+        for dep in list(self._deployments.values()):
+            self._rescale(dep)
+
+    def cluster_view(self) -> ClusterView:
+        """The scheduler's snapshot: slots in use, and which deployments' checkpoints each node holds."""
+        nodes = []
+        for spec in self.cluster.nodes:
+            state = self.workers[spec.node_id].storage_state()
+            host = frozenset(d.name for d in self._deployments.values() if d.store_key in state.host_models)
+            disk = frozenset(d.name for d in self._deployments.values() if d.store_key in state.disk_models)
+            nodes.append(NodeView(
+                node_id=spec.node_id, total_gpus=spec.num_gpus,
+                free_gpus=spec.num_gpus - self._slots_used[spec.node_id],
+                host_models=host, disk_models=disk, io_backlog_s=state.io_backlog_s,
+                disk_bandwidth_bytes_per_s=spec.disk_bandwidth_bytes_per_s,
+                network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
+                host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
+                load_overhead_s=spec.load_overhead_s,
+            ))
+        return ClusterView(tuple(nodes))
+
+    def _model_view(self, dep: Deployment) -> ModelView:
+        cfg = dep.config
+        return ModelView(name=dep.name, size_bytes=dep.size_bytes, num_gpus=cfg.num_gpus,
+                         target_nodes=cfg.placement_config.target_nodes)
+
+    def _start_instance(self, dep: Deployment) -> bool:
+        model = self._model_view(dep)
+        cluster = self.cluster_view()
+        if not feasible_nodes(model, cluster):
+            return False
+        option = place(self._placement, model, cluster)
+        if option is None:
+            return False
+        now = self.recorder.now_s()
+        inst = Instance(instance_id=f"{dep.name}-{next(self._instance_ids)}", deployment=dep,
+                        node_id=option.node_id, num_gpus=dep.config.num_gpus,
+                        capacity=dep.config.backend_config.max_batch_size, placed_s=now, phase_since_s=now,
+                        estimate_s=option.estimate_s)
+        dep.instances[inst.instance_id] = inst
+        self._slots_used[option.node_id] += inst.num_gpus
+        self._sample(dep, inst.node_id)
+        inst.task = self._loop.create_task(self._load(inst))
+        return True
+
+    async def _load(self, inst: Instance) -> None:
+        dep = inst.deployment
+        loop = self._loop
+
+        def on_phase(timing) -> None:  # called from the loader's thread
+            loop.call_soon_threadsafe(self._on_load_phase, inst, timing)
+
+        try:
+            dtype = dep.config.backend_config.torch_dtype
+            info = await self.workers[inst.node_id].load(inst.instance_id, dep.store_key, inst.capacity,
+                                                         None if dtype == "auto" else dtype, on_phase)
+        except Exception as exc:
+            reason = f"loading model {dep.name} on node {inst.node_id} failed: {exc}"
+            logger.error(reason)
+            self.metrics.on_load_failed(dep.name)
+            now = self.recorder.now_s()
+            self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now)
+            del dep.instances[inst.instance_id]
+            self._slots_used[inst.node_id] -= inst.num_gpus
+            self._sample(dep, inst.node_id)
+            self._fail_waiters(dep, reason)
+            self._rescale_all()
+            self._check_drained(dep)
+            return
+        now = self.recorder.now_s()
+        inst.tier, inst.nbytes, inst.ready_s = info.tier, info.nbytes, now
+        self.metrics.on_load(dep.name, info.tier, now - inst.placed_s)
+        logger.info("instance %s of %s ready on node %s (%s tier, %.3f s)", inst.instance_id, dep.name,
+                    inst.node_id, info.tier, now - inst.placed_s)
+        self._set_phase(inst, "idle")
+        self._dispatch(dep)
+        self._rescale(dep)
+        self._check_drained(dep)
+
+    def _on_load_phase(self, inst: Instance, timing) -> None:
+        phase = getattr(timing.phase, "value", timing.phase)
+        tier = getattr(timing, "tier", "")
+        inst.load_detail = str(phase)
+        self.recorder.phase(inst.instance_id, inst.deployment.name, inst.node_id, str(phase),
+                            self.recorder.run_time_s(timing.start_s), self.recorder.run_time_s(timing.end_s),
+                            tier=str(getattr(tier, "value", tier) or ""), nbytes=int(getattr(timing, "nbytes", 0)))
+
+    def _set_phase(self, inst: Instance, phase: str) -> None:
+        """Move ``inst`` to ``phase``, recording the ready/idle period that ends."""
+        now = self.recorder.now_s()
+        if inst.phase in ("ready", "idle"):
+            self.recorder.phase(inst.instance_id, inst.deployment.name, inst.node_id, inst.phase,
+                                inst.phase_since_s, now, tier=inst.tier)
+        inst.phase, inst.phase_since_s = phase, now
+
+    def _release(self, inst: Instance) -> None:
+        self._set_phase(inst, "releasing")
+        inst.task = self._loop.create_task(self._do_release(inst))
+
+    async def _do_release(self, inst: Instance) -> None:
+        dep = inst.deployment
+        try:
+            await self.workers[inst.node_id].release(inst.instance_id)
+        except Exception:
+            logger.exception("releasing %s failed", inst.instance_id)
+        now = self.recorder.now_s()
+        self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now, tier=inst.tier)
+        dep.instances.pop(inst.instance_id, None)
+        self._slots_used[inst.node_id] -= inst.num_gpus
+        self._sample(dep, inst.node_id)
+        self._rescale_all()  # a freed slot may let another model start
+        self._check_drained(dep)
+
+    def _check_drained(self, dep: Deployment) -> None:
+        if dep.draining and dep.in_flight == 0 and not dep.instances and not dep.drained.is_set():
+            if dep.timer is not None:
+                dep.timer.cancel()
+            if self._deployments.get(dep.name) is dep:
+                del self._deployments[dep.name]
+            logger.info("deleted %s", dep.name)
+            dep.drained.set()
+
+    def _sample(self, dep: Deployment, node_id: str) -> None:
+        self.recorder.sample("instances", dep.name, len(dep.instances))
+        self.recorder.sample("gpus_busy", node_id, self._slots_used[node_id])
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def _model_status(self, dep: Deployment) -> dict:
+        now = self.recorder.now_s()
+        return {
+            "model": dep.name,
+            "state": "deleting" if dep.draining else "deployed",
+            "pretrained_model_name_or_path": dep.config.backend_config.pretrained_model_name_or_path,
+            "store_key": dep.store_key,
+            "size_bytes": dep.size_bytes,
+            "in_flight": dep.in_flight,
+            "queued": sum(1 for w in dep.queue if not w.future.done()),
+            "config": deploy_config_to_dict(dep.config),
+            "instances": [
+                {"instance_id": i.instance_id, "node": i.node_id, "device": self.workers[i.node_id].device,
+                 "phase": i.phase, "load_phase": i.load_detail if i.phase == "loading" else "",
+                 "active_requests": i.active, "tier": i.tier, "estimate_s": i.estimate_s,
+                 "phase_for_s": now - i.phase_since_s}
+                for i in dep.instances.values()
+            ],
+        }
+
+    def status(self) -> dict:
+        """Nodes (devices, slots, tiers) and models (instances with node and phase) as plain data."""
+        nodes = []
+        for spec in self.cluster.nodes:
+            worker = self.workers[spec.node_id]
+            state = worker.storage_state()
+            nodes.append({"node": spec.node_id, "device": worker.device, "gpus": spec.num_gpus,
+                          "gpus_used": self._slots_used[spec.node_id], "disk_models": sorted(state.disk_models),
+                          "host_models": sorted(state.host_models), "io_backlog_s": state.io_backlog_s})
+        return {"nodes": nodes, "models": [self._model_status(d) for d in self._deployments.values()]}
+
+    def gauge_state(self) -> GaugeState:
+        instances: dict[tuple[str, str], int] = {}
+        for dep in self._deployments.values():
+            for phase in ("loading", "ready", "idle"):
+                instances[(dep.name, phase)] = 0
+            for inst in dep.instances.values():
+                if inst.phase != "releasing":
+                    instances[(dep.name, inst.phase)] += 1
+        return GaugeState(
+            instances=instances,
+            in_flight={d.name: d.in_flight for d in self._deployments.values()},
+            queued={d.name: sum(1 for w in d.queue if not w.future.done()) for d in self._deployments.values()},
+            slots_used=dict(self._slots_used),
+            slots_total={n.node_id: n.num_gpus for n in self.cluster.nodes},
+        )
