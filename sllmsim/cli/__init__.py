@@ -13,7 +13,13 @@ from sllmsim.errors import SllmsimError
 #: command name -> "module:attribute" of its click command. One line per command.
 COMMANDS: dict[str, str] = {
     "catalog": "sllmsim.cli.catalog:catalog",
+    "live": "sllmsim.cli.live:live",
+    "deploy": "sllmsim.cli.client:deploy",
+    "update": "sllmsim.cli.client:update",
+    "delete": "sllmsim.cli.client:delete",
+    "status": "sllmsim.cli.client:status",
     "make-tiny-model": "sllmsim.cli.make_tiny_model:make_tiny_model",
+    "experiment": "sllmsim.cli.experiment:experiment",
     "trace": "sllmsim.cli.trace:trace",
     "compare": "sllmsim.cli.compare:compare",
 }

@@ -1,0 +1,68 @@
+"""``sllmsim live``: serve the deployed models for real, placed by the simulator's scheduler core.
+
+Imported only when the command runs (the CLI loads subcommands lazily), so ``sllmsim run`` never
+imports torch or FastAPI.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import click
+
+from sllmsim.config.hardware import load_hardware
+from sllmsim.errors import ConfigError
+
+LOG_FORMAT = "%(levelname)s %(asctime)s %(name)s] %(message)s"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("live")
+@click.option("--hardware-config", "hardware_config", required=True, type=click.Path(dir_okay=False),
+              help="Hardware JSON of the storage-aware scheduling spec (one entry per node).")
+@click.option("--storage", required=True, type=click.Path(file_okay=False),
+              help="Model store folder: the import area, each node's disk, and the saved deployments.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", default=8343, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--devices", default=None,
+              help="Node-to-device map such as '0=cuda:0,1=cuda:1' or '0=cpu,1=cpu'. Default: node i on "
+                   "cuda:i when there are at least as many GPUs as nodes, else every node on the CPU.")
+@click.option("--api-key", default=None, envvar="SLLMSIM_API_KEY",
+              help="Require 'Authorization: Bearer KEY' on every route but /health (env SLLMSIM_API_KEY).")
+@click.option("--scheduler", default="storage_aware", show_default=True,
+              help="Placement policy name (storage_aware, first_fit, random, round_robin or module:Class).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
+def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
+         scheduler: str, log_level: str) -> None:
+    """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
+    cluster = load_hardware(hardware_config)
+
+    from sllmsim.core.placement import make_placement_policy
+
+    make_placement_policy(scheduler)  # an unknown policy name fails here, before anything starts
+    from live.worker import default_devices, parse_devices
+
+    node_devices = parse_devices(devices, cluster) if devices else default_devices(cluster)
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("--api-key", "", "the API key must not be empty")
+    if not _is_loopback(host) and api_key is None:
+        click.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
+
+    import uvicorn
+
+    from live.server import create_app
+
+    logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
+    app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler)
+    click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
