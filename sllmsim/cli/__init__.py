@@ -13,6 +13,7 @@ from sllmsim.errors import SllmsimError
 #: command name -> "module:attribute" of its click command. One line per command.
 COMMANDS: dict[str, str] = {
     "catalog": "sllmsim.cli.catalog:catalog",
+    "run": "sllmsim.cli.run:run",
     "live": "sllmsim.cli.live:live",
     "deploy": "sllmsim.cli.client:deploy",
     "update": "sllmsim.cli.client:update",

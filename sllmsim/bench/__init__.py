@@ -1,0 +1,1 @@
+"""Benchmarks that print measured numbers (speed targets live here, never in timed tests)."""

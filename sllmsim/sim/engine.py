@@ -1,0 +1,745 @@
+"""The SimPy engine: what happens when a request arrives, and everything it sets in motion.
+
+One :class:`Simulation` replays a :class:`~sllmsim.config.trace.TraceConfig`:
+
+1. **Arrival.** The request joins its model's in-flight count. It goes to the least-loaded loaded
+   instance with a free batch slot; otherwise it waits in the model's queue, which the next
+   instance to free a slot or finish loading drains first-come first-served. A model that no node
+   can ever host fails the request at once, with the reason.
+2. **Autoscaling.** After every change of a model's in-flight count, and at the keep-alive expiry
+   instants the core asks for, :func:`sllmsim.core.autoscale.decide_scaling` says how many instances
+   to start and which idle ones to release. The engine only carries that out (plus dropping
+   not-yet-placed starts that the desired count no longer covers).
+3. **Placement.** A new instance is placed by :func:`sllmsim.core.placement.place` on a snapshot of
+   the cluster (free GPUs, complete checkpoints per tier, loading backlog per node); while no node
+   has enough free GPUs it stays queued, and queued instances are retried whenever GPUs free up.
+4. **Loading.** The checkpoint is read from the fastest tier holding it, through the node's links
+   (:mod:`sllmsim.sim.links`): pipelined through every tier at once, or one tier after another.
+   Disk and host-memory copies are kept in LRU stores (:mod:`sllmsim.sim.storage`).
+5. **Serving.** A loaded instance prefills the prompts it has admitted as one batch (decode pauses
+   meanwhile), then decodes its batch; times come from the roofline (:mod:`sllmsim.sim.roofline`)
+   and are computed once per batch change. Only here is a request's true output length used.
+6. **Records.** Every request gets a :class:`~sllmsim.records.RequestRecord`, every instance phase a
+   :class:`~sllmsim.records.PhaseRecord`, and every change of instances, busy GPUs and tier usage a
+   :class:`~sllmsim.records.TimeseriesRecord`.
+
+Nothing here polls: arrivals, transfers, batch changes and keep-alive checks are SimPy events, and
+superseded timers are ignored by a version check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from heapq import heappop, heappush
+
+import simpy
+from simpy.events import NORMAL, Event
+
+from sllmsim import catalog
+from sllmsim.config.trace import TraceConfig, check_trace, trace_to_dict
+from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, keep_alive_expires_s,
+                                    make_autoscale_policy)
+from sllmsim.core.placement import logger as scheduler_logger
+from sllmsim.core.placement import make_placement_policy, place
+from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier
+from sllmsim.records import Phase, PhaseRecord, RequestRecord, RunResult, TimeseriesRecord
+from sllmsim.sim.links import FlowNetwork, Link
+from sllmsim.sim.roofline import Roofline, decode_steps, decode_time_s
+from sllmsim.sim.storage import TierStore
+
+log = logging.getLogger("sllmsim.sim")
+
+# Phase names as plain strings: they are written once per transition on the hot path.
+QUEUED = Phase.QUEUED.value
+DOWNLOADING = Phase.DOWNLOADING.value
+LOADING_TO_HOST = Phase.LOADING_TO_HOST.value
+LOADING_TO_GPU = Phase.LOADING_TO_GPU.value
+READY = Phase.READY.value
+IDLE = Phase.IDLE.value
+RELEASED = Phase.RELEASED.value
+_LOAD_PHASES = (DOWNLOADING, LOADING_TO_HOST, LOADING_TO_GPU)
+
+#: A request whose remaining decode steps are within this of the batch minimum finishes with it.
+_STEP_EPS = 1e-6
+
+
+class _Wake(Event):
+    """A timer for one instance or model; ignored when ``target.version`` has moved on."""
+
+    __slots__ = ("target", "version")
+
+    def __init__(self, env: simpy.Environment, target, callback, delay: float):
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        self.target = target
+        self.version = target.version
+        env.schedule(self, NORMAL, delay)
+
+
+class ModelState:
+    """One deployment's runtime state."""
+
+    __slots__ = ("name", "cfg", "size_bytes", "num_params", "arch", "dtype_bytes", "num_gpus", "max_batch",
+                 "asc", "view", "allowed", "instances", "ready", "by_id", "idle", "queue", "in_flight",
+                 "counter", "unplaced", "fail_reason", "rooflines", "version", "check_at")
+
+    def __init__(self, cfg, allowed_nodes: list[NodeState]):
+        size = catalog.model_size(cfg)
+        self.name = cfg.model
+        self.cfg = cfg
+        self.size_bytes = size.size_bytes
+        self.num_params = size.num_params
+        self.arch = size.arch
+        self.dtype_bytes = cfg.backend_config.dtype_bytes
+        self.num_gpus = cfg.num_gpus
+        self.max_batch = cfg.backend_config.max_batch_size
+        self.asc = cfg.auto_scaling_config
+        self.view = ModelView(cfg.model, size.size_bytes, cfg.num_gpus, cfg.placement_config.target_nodes)
+        self.allowed = allowed_nodes
+        self.instances: list[Instance] = []
+        """Instances not released (queued, loading, ready or idle), oldest first."""
+        self.ready: list[Instance] = []
+        """Loaded instances (ready or idle), oldest first."""
+        self.by_id: dict[str, Instance] = {}
+        self.idle: dict[str, IdleInstance] = {}
+        self.queue: deque[RequestRecord] = deque()
+        self.in_flight = 0
+        self.counter = 0
+        self.unplaced = 0
+        self.fail_reason = ""
+        self.rooflines: dict[str, Roofline] = {}
+        self.version = 0
+        self.check_at: float | None = None
+
+    def roofline(self, node: NodeState) -> Roofline:
+        gpu = node.spec.gpu
+        roof = self.rooflines.get(gpu.name)
+        if roof is None:
+            roof = Roofline.build(self.num_params, self.dtype_bytes, self.arch, gpu, self.num_gpus)
+            self.rooflines[gpu.name] = roof
+        return roof
+
+
+class NodeState:
+    """One server's runtime state: GPUs, tier stores, links, and its cached scheduler view."""
+
+    __slots__ = ("spec", "node_id", "free_gpus", "disk", "host", "net_link", "disk_link", "pcie_link",
+                 "loading", "view", "dirty", "_host_set", "_disk_set")
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.node_id = spec.node_id
+        self.free_gpus = spec.num_gpus
+        self.disk = TierStore(spec.disk_size_bytes)
+        self.host = TierStore(spec.host_size_bytes)
+        self.net_link = Link(f"{spec.node_id}:network", spec.network_bandwidth_bytes_per_s)
+        self.disk_link = Link(f"{spec.node_id}:disk", spec.disk_bandwidth_bytes_per_s)
+        self.pcie_link = Link(f"{spec.node_id}:host_to_gpu", spec.host_to_gpu_bytes_per_s)
+        self.loading = 0
+        """Loads in progress; while any is, the view's backlog changes with time and is rebuilt."""
+        self.view: NodeView | None = None
+        self.dirty = True
+        self._host_set = (-1, frozenset())
+        self._disk_set = (-1, frozenset())
+
+    def backlog_s(self, now: float) -> float:
+        """Seconds until the loads on this node drain (the reference's loading-queue time)."""
+        if not self.loading:
+            return 0.0
+        return max(self.net_link.backlog_s(now), self.disk_link.backlog_s(now), self.pcie_link.backlog_s(now))
+
+    def make_view(self, now: float) -> NodeView:
+        if self._host_set[0] != self.host.version:
+            self._host_set = (self.host.version, self.host.models())
+        if self._disk_set[0] != self.disk.version:
+            self._disk_set = (self.disk.version, self.disk.models())
+        spec = self.spec
+        self.view = NodeView(
+            node_id=self.node_id,
+            total_gpus=spec.num_gpus,
+            free_gpus=self.free_gpus,
+            host_models=self._host_set[1],
+            disk_models=self._disk_set[1],
+            io_backlog_s=self.backlog_s(now),
+            disk_bandwidth_bytes_per_s=spec.disk_bandwidth_bytes_per_s,
+            network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
+            host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
+            load_overhead_s=spec.load_overhead_s,
+        )
+        self.dirty = self.loading > 0
+        return self.view
+
+
+class Instance:
+    """One model instance: its lifecycle phase and, once loaded, its batch.
+
+    Decode bookkeeping: ``steps`` counts decode steps since the batch last emptied; a request that
+    joined at step ``s`` with ``i`` prompt tokens holds ``i + 1 + (steps - s)`` context tokens, so the
+    batch's total context is ``ctx_offset + batch * steps``. The heap holds each decoding request
+    under the step count at which it finishes.
+    """
+
+    __slots__ = ("iid", "model", "node", "node_id", "phase", "phase_start", "tier", "ready_s", "load",
+                 "prefill_queue", "prefill_end", "prefill_wake", "heap", "batch", "steps", "ctx_offset",
+                 "seg_start", "base_s", "kv_s", "roof", "version")
+
+    def __init__(self, iid: str, model: ModelState, now: float):
+        self.iid = iid
+        self.model = model
+        self.node: NodeState | None = None
+        self.node_id = ""
+        self.phase = QUEUED
+        self.phase_start = now
+        self.tier = ""
+        self.ready_s = math.inf
+        self.load = 0
+        """Requests admitted (waiting to prefill, prefilling or decoding)."""
+        self.prefill_queue: list[RequestRecord] = []
+        """Admitted prompts waiting for the next prefill."""
+        self.prefill_end = -1.0
+        """When the latest prefill ends (decode of the batch resumes then)."""
+        self.prefill_wake = False
+        """True while the pending wake is the end of a prefill (with prompts waiting), not a completion."""
+        self.heap: list[tuple[float, int, RequestRecord]] = []
+        self.batch = 0
+        self.steps = 0.0
+        self.ctx_offset = 0.0
+        self.seg_start = 0.0
+        self.base_s = 0.0
+        self.kv_s = 0.0
+        self.roof: Roofline | None = None
+        self.version = 0
+
+
+class _SchedulerLog(logging.Handler):
+    """Keeps the scheduler's log lines of one run, and stops placement logging after ``limit``."""
+
+    def __init__(self, limit: int):
+        super().__init__(logging.INFO)
+        self.limit = limit
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        if len(self.lines) >= self.limit:
+            # Formatting a large cluster's option list is costly; past the limit nobody reads it.
+            scheduler_logger.setLevel(logging.WARNING)
+
+
+class _SimTime(logging.Filter):
+    """Stamps scheduler log records with the simulated time (``record.sim_time_s``)."""
+
+    def __init__(self, env: simpy.Environment):
+        super().__init__()
+        self.env = env
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.sim_time_s = self.env.now
+        return True
+
+
+class Simulation:
+    """One replay of a trace; :meth:`run` returns the records."""
+
+    version = 0  # arrival events never go stale
+
+    def __init__(self, trace: TraceConfig, progress: Callable[[int, int], None] | None = None):
+        check_trace(trace)
+        self.trace = trace
+        self.progress = progress
+        self.env = simpy.Environment(initial_time=0.0)
+        self.flows = FlowNetwork(self.env)
+        placement_seed = int(trace.seed_sequence("placement").generate_state(1)[0])
+        self.placement = make_placement_policy(trace.scheduler.placement, seed=placement_seed)
+        self.autoscaler = make_autoscale_policy(trace.scheduler.autoscale)
+        self.sequential = trace.simulation.loading == "sequential"
+
+        self.nodes = [NodeState(spec) for spec in trace.cluster.nodes]
+        self.node_by_id = by_id = {n.node_id: n for n in self.nodes}
+        self.models: dict[str, ModelState] = {}
+        for cfg in trace.models:
+            targets = cfg.placement_config.target_nodes
+            allowed = self.nodes if targets is None else [by_id[t] for t in targets]
+            self.models[cfg.model] = m = ModelState(cfg, allowed)
+            m.fail_reason = _unservable(m)
+
+        self.requests: list[RequestRecord] = []
+        self.phases: list[PhaseRecord] = []
+        self.timeseries: list[TimeseriesRecord] = []
+        self.pending: list[Instance] = []
+        """Instances waiting for a node with enough free GPUs, in request order."""
+        self._view: ClusterView | None = None
+
+        for model, (disk, host) in trace.initial_storage().items():
+            size = self.models[model].size_bytes
+            for node_id in disk:
+                by_id[node_id].disk.place(model, size)
+            for node_id in host:
+                by_id[node_id].host.place(model, size)
+
+    # ------------------------------------------------------------------------------------------- run
+
+    def run(self) -> RunResult:
+        """Replay the whole trace and return its records."""
+        env = self.env
+        limit = self.trace.simulation.scheduler_log_limit
+        handler = _SchedulerLog(limit) if limit else None
+        stamp = _SimTime(env)
+        old_level = scheduler_logger.level
+        scheduler_logger.addFilter(stamp)
+        if handler is not None:
+            scheduler_logger.addHandler(handler)
+            scheduler_logger.setLevel(logging.INFO)
+        else:
+            scheduler_logger.setLevel(logging.WARNING)
+        try:
+            self._sample_all(0.0)
+            for m in self.models.values():
+                if not m.fail_reason:
+                    self._autoscale(m)  # min_instances start at time 0
+            self._start_arrivals()
+            until = self.trace.simulation.until_s
+            if until is None:
+                env.run()
+            else:
+                env.run(until=until)
+        finally:
+            scheduler_logger.removeFilter(stamp)
+            if handler is not None:
+                scheduler_logger.removeHandler(handler)
+            scheduler_logger.setLevel(old_level)
+        self._close(env.now)
+        return RunResult(
+            name=self.trace.name,
+            requests=self.requests,
+            phases=self.phases,
+            timeseries=self.timeseries,
+            resolved_config=trace_to_dict(self.trace),
+            mode="sim",
+            scheduler_log=handler.lines if handler is not None else [],
+        )
+
+    def _start_arrivals(self) -> None:
+        reqs = self.trace.requests
+        self._times = reqs.time_s.tolist()
+        self._names = reqs.model.tolist()
+        self._inputs = reqs.input_tokens.tolist()
+        self._outputs = reqs.output_tokens.tolist()
+        self._next = 0
+        self._progress_every = max(len(self._times) // 200, 1)
+        self._schedule_arrival()
+
+    def _schedule_arrival(self) -> None:
+        # One event per distinct arrival time; each schedules the next (cheaper than a process).
+        i = self._next
+        until = self.trace.simulation.until_s
+        if i < len(self._times) and (until is None or self._times[i] <= until):
+            _Wake(self.env, self, self._on_arrival, self._times[i] - self.env.now)
+        elif self.progress is not None:
+            self.progress(len(self._times), len(self._times))
+
+    def _on_arrival(self, event: _Wake) -> None:
+        now = self.env.now
+        times, names, inputs, outputs = self._times, self._names, self._inputs, self._outputs
+        models = self.models
+        records = self.requests
+        arrive = self._arrive
+        i = self._next
+        total = len(times)
+        while True:
+            name = names[i]
+            rec = RequestRecord(i, name, now, inputs[i], outputs[i])
+            records.append(rec)
+            arrive(rec, models[name])
+            if self.progress is not None and i % self._progress_every == 0:
+                self.progress(i, total)
+            i += 1
+            if i == total or times[i] > now:
+                break
+        self._next = i
+        self._schedule_arrival()
+
+    # --------------------------------------------------------------------------------------- requests
+
+    def _arrive(self, rec: RequestRecord, m: ModelState) -> None:
+        if m.fail_reason:
+            rec.status = "failed"
+            rec.reason = m.fail_reason
+            return
+        m.in_flight += 1
+        best = None
+        best_load = m.max_batch
+        for inst in m.ready:
+            if inst.load < best_load:
+                best = inst
+                best_load = inst.load
+        if best is None:
+            m.queue.append(rec)
+        else:
+            now = self.env.now
+            self._admit(best, rec, now)
+            self._kick(best, now)
+        self._autoscale(m)
+
+    def _admit(self, inst: Instance, rec: RequestRecord, now: float) -> None:
+        """Give ``rec`` a batch slot of ``inst``; its prefill starts at the next :meth:`_kick`."""
+        if inst.phase != READY:
+            self._phase(inst, READY, now)
+            inst.model.idle.pop(inst.iid, None)
+        inst.load += 1
+        rec.node = inst.node_id
+        rec.instance_id = inst.iid
+        if inst.ready_s > rec.arrival_s:
+            rec.cold_start = True
+            rec.tier = inst.tier
+        else:
+            rec.tier = "gpu"
+        inst.prefill_queue.append(rec)
+
+    def _kick(self, inst: Instance, now: float) -> None:
+        """Start prefilling the admitted prompts now, or when the running prefill ends."""
+        if not inst.prefill_queue:
+            return
+        if now < inst.prefill_end:
+            if not inst.prefill_wake:
+                inst.prefill_wake = True
+                inst.version += 1
+                _Wake(self.env, inst, self._on_prefill_done, inst.prefill_end - now)
+        else:
+            self._start_prefill(inst, now)
+
+    def _start_prefill(self, inst: Instance, now: float) -> None:
+        # Prompts admitted so far are prefilled as one batch while decode pauses. Their first token
+        # comes at the end of the prefill; then they decode with the rest of the batch, so they join
+        # the heap now and the next decode segment starts when the prefill ends.
+        heap = inst.heap
+        if heap and now > inst.seg_start:
+            k = inst.batch
+            steps = decode_steps(now - inst.seg_start, inst.base_s, inst.kv_s, inst.ctx_offset + k * inst.steps, k)
+            left = heap[0][0] - inst.steps
+            inst.steps += steps if steps < left else left
+        batch = inst.prefill_queue
+        inst.prefill_queue = []
+        roof = inst.roof
+        tokens = 0
+        for rec in batch:
+            tokens += rec.input_tokens
+        duration = roof.flop_s_per_token * tokens
+        if duration < roof.floor_s:
+            duration = roof.floor_s
+        end = now + duration
+        steps = inst.steps
+        offset = 0.0
+        for rec in batch:
+            rec.queued_until_s = now
+            rec.first_token_s = end
+            heappush(heap, (steps + rec.output_tokens - 1, rec.request_id, rec))
+            offset += rec.input_tokens + 1 - steps
+        inst.ctx_offset += offset
+        inst.batch += len(batch)
+        inst.prefill_end = end
+        self._schedule_decode(inst, now, end)
+
+    def _schedule_decode(self, inst: Instance, now: float, start: float) -> None:
+        """Wake ``inst`` when the first request of its batch finishes, decoding from ``start`` on."""
+        k = inst.batch
+        roof = inst.roof
+        base = roof.flop_s_per_token * k
+        if base < roof.floor_s:
+            base = roof.floor_s
+        inst.base_s = base
+        inst.seg_start = start
+        left = inst.heap[0][0] - inst.steps
+        inst.version += 1
+        inst.prefill_wake = False
+        _Wake(self.env, inst, self._on_decode_done,
+              start - now + decode_time_s(left, base, inst.kv_s, inst.ctx_offset + k * inst.steps, k))
+
+    def _on_prefill_done(self, event: _Wake) -> None:
+        inst = event.target
+        if event.version == inst.version:
+            inst.prefill_wake = False
+            self._start_prefill(inst, self.env.now)
+
+    def _on_decode_done(self, event: _Wake) -> None:
+        inst = event.target
+        if event.version != inst.version:
+            return
+        now = self.env.now
+        m = inst.model
+        heap = inst.heap
+        done_at = heap[0][0]
+        inst.steps = done_at
+        finished = 0
+        offset = 0.0
+        while heap and heap[0][0] <= done_at + _STEP_EPS:
+            fin, _, rec = heappop(heap)
+            rec.finish_s = now
+            offset += rec.input_tokens + rec.output_tokens - fin
+            finished += 1
+        inst.batch -= finished
+        if inst.batch:
+            inst.ctx_offset -= offset
+        else:
+            inst.steps = inst.ctx_offset = 0.0  # restart the counters to keep them small
+        inst.load -= finished
+        m.in_flight -= finished
+        queue = m.queue
+        while queue and inst.load < m.max_batch:
+            self._admit(inst, queue.popleft(), now)
+        if inst.prefill_queue:
+            self._start_prefill(inst, now)
+        elif inst.batch:
+            self._schedule_decode(inst, now, now)
+        if not inst.load:
+            self._phase(inst, IDLE, now)
+            m.idle[inst.iid] = IdleInstance(inst.iid, now)
+        # m.idle is in idle-since order, so its first entry is the first whose keep-alive runs out.
+        if m.unplaced or (m.idle and (
+                m.check_at is None or keep_alive_expires_s(next(iter(m.idle.values())), m.asc) <= now)):
+            self._autoscale(m)
+
+    # ------------------------------------------------------------------------------------ autoscaling
+
+    def _autoscale(self, m: ModelState) -> None:
+        """Consult the autoscaling policy (through the core's one wrapper) and carry out its decision.
+
+        When to consult is the runtime's part (the reference polls once a second). Here: on every
+        arrival, when an instance finishes loading idle, at the keep-alive expiry the core asked to
+        be woken for, and on a completion that could change the outcome: while a start still waits
+        for GPUs, while an idle instance is past its keep-alive, or while idle instances have no
+        check scheduled. Any other completion only lowers the in-flight count, which cannot start an
+        instance, and cannot release one before the already scheduled check at the earliest
+        keep-alive expiry (this assumes, as every sensible policy does, that fewer requests in
+        flight never ask for more instances).
+        """
+        now = self.env.now
+        decision = decide_scaling(self.autoscaler, ScalingContext(
+            m.name, now, m.in_flight, len(m.instances), tuple(m.idle.values()), m.asc))
+        if decision.start:
+            for _ in range(decision.start):
+                self._start_instance(m, now)
+        if decision.release:
+            for iid in decision.release:
+                self._release(m.by_id[iid], now)
+        if m.unplaced and decision.desired < len(m.instances):
+            self._cancel_unplaced(m, len(m.instances) - decision.desired, now)
+        check = decision.next_check_s
+        if check is not None and (m.check_at is None or check < m.check_at):
+            m.check_at = check
+            m.version += 1
+            _Wake(self.env, m, self._on_model_check, check - now)
+
+    def _on_model_check(self, event: _Wake) -> None:
+        m = event.target
+        if event.version == m.version:
+            m.check_at = None
+            self._autoscale(m)
+
+    # -------------------------------------------------------------------------------------- placement
+
+    def _start_instance(self, m: ModelState, now: float) -> None:
+        iid = f"{m.name}-{m.counter}"
+        m.counter += 1
+        inst = Instance(iid, m, now)
+        m.instances.append(inst)
+        m.by_id[iid] = inst
+        self._sample(now, "instances", m.name, len(m.instances))
+        self.pending.append(inst)
+        m.unplaced += 1
+        self._try_place(inst, now)
+
+    def _cluster_view(self, now: float) -> ClusterView:
+        view = self._view
+        if view is None or any(n.dirty for n in self.nodes):
+            view = self._view = ClusterView(tuple(
+                n.make_view(now) if n.dirty else n.view for n in self.nodes))
+        return view
+
+    def _try_place(self, inst: Instance, now: float) -> bool:
+        m = inst.model
+        need = m.num_gpus
+        # Cheap pre-check so that a full cluster does not log a failed placement per retry.
+        if not any(n.free_gpus >= need for n in m.allowed):
+            return False
+        option = place(self.placement, m.view, self._cluster_view(now))
+        if option is None:
+            return False
+        node = self.node_by_id[option.node_id]
+        node.free_gpus -= need
+        node.dirty = True
+        self._sample(now, "gpus_busy", node.node_id, node.spec.num_gpus - node.free_gpus)
+        self.pending.remove(inst)
+        m.unplaced -= 1
+        inst.node = node
+        inst.node_id = node.node_id
+        inst.roof = roof = m.roofline(node)
+        inst.kv_s = roof.kv_s_per_token
+        self.env.process(self._load(inst, node, now))
+        return True
+
+    def _place_pending(self, now: float) -> None:
+        for inst in list(self.pending):
+            self._try_place(inst, now)
+
+    def _cancel_unplaced(self, m: ModelState, surplus: int, now: float) -> None:
+        for inst in reversed(list(self.pending)):
+            if surplus == 0:
+                break
+            if inst.model is m:
+                self.pending.remove(inst)
+                m.unplaced -= 1
+                surplus -= 1
+                self._drop(inst, now)
+
+    # ---------------------------------------------------------------------------------------- loading
+
+    def _load(self, inst: Instance, node: NodeState, now: float):
+        env = self.env
+        m = inst.model
+        model = m.name
+        size = m.size_bytes
+        host, disk = node.host, node.disk
+        # Which copies this load writes (space reserved now, visible to the scheduler once complete).
+        writes: dict[str, TierStore] = {}
+        if host.has(model):
+            tier = Tier.HOST
+            host.pin(model)
+            stages = ((node.pcie_link, LOADING_TO_GPU),)
+        else:
+            if self._reserve(host, model, size, node, "host_used_bytes", now):
+                writes[LOADING_TO_HOST] = host
+            if disk.has(model):
+                tier = Tier.DISK
+                disk.pin(model)
+                stages = ((node.disk_link, LOADING_TO_HOST), (node.pcie_link, LOADING_TO_GPU))
+            else:
+                tier = Tier.NETWORK
+                if self._reserve(disk, model, size, node, "disk_used_bytes", now):
+                    writes[DOWNLOADING] = disk
+                stages = ((node.net_link, DOWNLOADING), (node.disk_link, LOADING_TO_HOST),
+                          (node.pcie_link, LOADING_TO_GPU))
+        inst.tier = tier.value
+        node.loading += 1
+        node.dirty = True
+        self._phase(inst, stages[0][1], now)
+        if self.sequential:
+            for i, (link, phase) in enumerate(stages):
+                if i:
+                    self._phase(inst, phase, env.now)
+                yield self.flows.transfer((link,), size)
+                store = writes.pop(phase, None)
+                if store is not None:
+                    store.finish(model)  # this tier's copy is complete before the next one reads it
+        else:
+            # One stream through every tier at once: its rate is the slowest link's share.
+            yield self.flows.transfer(tuple(link for link, _ in stages), size)
+            for store in writes.values():
+                store.finish(model)
+        if tier is Tier.HOST:
+            host.unpin(model)
+        elif tier is Tier.DISK:
+            disk.unpin(model)
+        if node.spec.load_overhead_s:
+            yield env.timeout(node.spec.load_overhead_s)
+        node.loading -= 1
+        node.dirty = True
+        self._instance_ready(inst, env.now)
+
+    def _reserve(self, store: TierStore, model: str, size: int, node: NodeState, metric: str, now: float) -> bool:
+        before = store.used_bytes
+        kept, _evicted = store.reserve(model, size)
+        if store.used_bytes != before:
+            self._sample(now, metric, node.node_id, store.used_bytes)
+        return kept
+
+    def _instance_ready(self, inst: Instance, now: float) -> None:
+        m = inst.model
+        inst.ready_s = now
+        m.ready.append(inst)
+        queue = m.queue
+        while queue and inst.load < m.max_batch:
+            self._admit(inst, queue.popleft(), now)
+        self._kick(inst, now)
+        if not inst.load:
+            self._phase(inst, IDLE, now)
+            m.idle[inst.iid] = IdleInstance(inst.iid, now)
+            self._autoscale(m)
+
+    def _release(self, inst: Instance, now: float) -> None:
+        m = inst.model
+        m.ready.remove(inst)
+        m.idle.pop(inst.iid, None)
+        self._drop(inst, now)
+        node = inst.node
+        node.free_gpus += m.num_gpus
+        node.dirty = True
+        self._sample(now, "gpus_busy", node.node_id, node.spec.num_gpus - node.free_gpus)
+        self._place_pending(now)
+
+    def _drop(self, inst: Instance, now: float) -> None:
+        """End an instance's lifecycle: close its phase and record the zero-length ``released`` marker."""
+        m = inst.model
+        m.instances.remove(inst)
+        del m.by_id[inst.iid]
+        self._phase(inst, RELEASED, now)
+        self._phase(inst, RELEASED, now)
+        self._sample(now, "instances", m.name, len(m.instances))
+
+    # ---------------------------------------------------------------------------------------- records
+
+    def _phase(self, inst: Instance, phase: str, now: float) -> None:
+        old = inst.phase
+        loading = old in _LOAD_PHASES
+        self.phases.append(PhaseRecord(inst.iid, inst.model.name, inst.node_id, old, inst.phase_start, now,
+                                       inst.tier, inst.model.size_bytes if loading else 0))
+        inst.phase = phase
+        inst.phase_start = now
+
+    def _sample(self, now: float, metric: str, key: str, value: float) -> None:
+        self.timeseries.append(TimeseriesRecord(now, metric, key, value))
+
+    def _sample_all(self, now: float) -> None:
+        for m in self.models.values():
+            self._sample(now, "instances", m.name, 0)
+        for n in self.nodes:
+            self._sample(now, "gpus_busy", n.node_id, 0)
+            self._sample(now, "host_used_bytes", n.node_id, n.host.used_bytes)
+            self._sample(now, "disk_used_bytes", n.node_id, n.disk.used_bytes)
+
+    def _close(self, end_s: float) -> None:
+        """Fail what did not finish and close the phases still open at the end of the run."""
+        until = self.trace.simulation.until_s
+        for rec in self.requests:
+            if rec.finish_s is None and rec.status != "failed":
+                rec.status = "failed"
+                m = self.models[rec.model]
+                if until is not None:
+                    rec.reason = f"unfinished when the simulation stopped at until_s={until:g}"
+                elif m.unplaced:
+                    rec.reason = "no node had enough free GPUs for an instance before the simulation ended"
+                else:
+                    rec.reason = "no instance served it before the simulation ended"
+        for m in self.models.values():
+            for inst in m.instances:
+                self._phase(inst, inst.phase, end_s)
+
+
+def _unservable(m: ModelState) -> str:
+    """Why no instance of ``m`` can ever be placed, or ``""``."""
+    if not m.allowed:
+        return "no node is allowed by placement_config.target_nodes"
+    if not any(n.spec.num_gpus >= m.num_gpus for n in m.allowed):
+        most = max(n.spec.num_gpus for n in m.allowed)
+        return f"model needs {m.num_gpus} GPUs but no allowed node has more than {most}"
+    fits = [n for n in m.allowed
+            if n.spec.num_gpus >= m.num_gpus and n.spec.gpu.memory_bytes * m.num_gpus >= m.size_bytes]
+    if not fits:
+        return (f"checkpoint ({m.size_bytes} bytes) does not fit in the memory of {m.num_gpus} GPU(s) "
+                "on any allowed node")
+    return ""

@@ -1,0 +1,97 @@
+"""A node's checkpoint store in one tier (local disk or host memory): LRU, never over capacity.
+
+Space for a checkpoint is reserved when a load starts writing it, so concurrent loads cannot
+overcommit the tier; the entry counts as *present* (visible to the scheduler) only once the copy is
+complete. Entries being read or written are pinned and never evicted. When a checkpoint cannot fit
+even after evicting every unpinned entry, the load streams through without keeping a copy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class _Entry:
+    __slots__ = ("size_bytes", "pins", "complete")
+
+    def __init__(self, size_bytes: int, complete: bool):
+        self.size_bytes = size_bytes
+        self.pins = 0
+        self.complete = complete
+
+
+class TierStore:
+    """Checkpoints held in one tier of one node, least recently used first."""
+
+    __slots__ = ("capacity_bytes", "used_bytes", "_entries", "version")
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity_bytes = capacity_bytes
+        self.used_bytes = 0
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.version = 0
+        """Bumped whenever the set of complete checkpoints changes (for cached scheduler views)."""
+
+    def has(self, model: str) -> bool:
+        """True when a complete copy of ``model`` is here."""
+        entry = self._entries.get(model)
+        return entry is not None and entry.complete
+
+    def models(self) -> frozenset[str]:
+        """Models with a complete copy here."""
+        return frozenset(m for m, e in self._entries.items() if e.complete)
+
+    def place(self, model: str, size_bytes: int) -> None:
+        """Put a complete copy here at time 0 (the caller has checked the capacity)."""
+        if model not in self._entries:
+            self._entries[model] = _Entry(size_bytes, complete=True)
+            self.used_bytes += size_bytes
+            self.version += 1
+
+    def pin(self, model: str) -> None:
+        """Mark ``model`` as in use (being read) and most recently used."""
+        self._entries[model].pins += 1
+        self._entries.move_to_end(model)
+
+    def unpin(self, model: str) -> None:
+        self._entries[model].pins -= 1
+
+    def reserve(self, model: str, size_bytes: int) -> tuple[bool, list[str]]:
+        """Reserve space for a copy of ``model`` being written, pinned; evicts LRU unpinned entries.
+
+        Returns (reserved, evicted models). When a copy is already here or being written, it is
+        pinned (no second copy). When the copy cannot fit, nothing is evicted and nothing reserved.
+        """
+        entry = self._entries.get(model)
+        if entry is not None:
+            self.pin(model)
+            return True, []
+        free = self.capacity_bytes - self.used_bytes
+        if size_bytes > free:
+            evictable = sum(e.size_bytes for e in self._entries.values() if e.pins == 0)
+            if size_bytes > free + evictable:
+                return False, []
+        evicted = []
+        for name in list(self._entries):
+            if self.capacity_bytes - self.used_bytes >= size_bytes:
+                break
+            victim = self._entries[name]
+            if victim.pins == 0:
+                del self._entries[name]
+                self.used_bytes -= victim.size_bytes
+                evicted.append(name)
+        entry = _Entry(size_bytes, complete=False)
+        entry.pins = 1
+        self._entries[model] = entry
+        self.used_bytes += size_bytes
+        if evicted:
+            self.version += 1
+        return True, evicted
+
+    def finish(self, model: str) -> None:
+        """The copy being written is complete; unpins the writer."""
+        entry = self._entries[model]
+        entry.pins -= 1
+        if not entry.complete:
+            entry.complete = True
+            self.version += 1
