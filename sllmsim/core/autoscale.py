@@ -72,6 +72,15 @@ def make_autoscale_policy(name: str = "concurrency") -> AutoscalePolicy:
     return resolve("autoscale", name)()
 
 
+def keep_alive_expires_s(inst: IdleInstance, config: AutoScalingConfig) -> float:
+    """When an idle instance's keep-alive runs out and it may be released."""
+    return inst.idle_since_s + config.keep_alive
+
+
+def _longest_idle_first(inst: IdleInstance) -> tuple[float, str]:
+    return inst.idle_since_s, inst.instance_id
+
+
 def decide_scaling(policy: AutoscalePolicy, ctx: ScalingContext) -> ScalingDecision:
     """Apply ``policy`` to ``ctx`` with the shared clamps and keep-alive rule."""
     cfg = ctx.config
@@ -82,12 +91,12 @@ def decide_scaling(policy: AutoscalePolicy, ctx: ScalingContext) -> ScalingDecis
     release: list[str] = []
     next_check = None
     surplus = ctx.instances - desired
-    if surplus > 0:
+    if surplus > 0 and ctx.idle:
         # Release the longest-idle instances first, and only once their keep-alive has expired.
-        for inst in sorted(ctx.idle, key=lambda i: (i.idle_since_s, i.instance_id)):
+        for inst in sorted(ctx.idle, key=_longest_idle_first):
             if len(release) == surplus:
                 break
-            expires_s = inst.idle_since_s + cfg.keep_alive
+            expires_s = keep_alive_expires_s(inst, cfg)
             if expires_s <= ctx.now_s:
                 release.append(inst.instance_id)
             elif next_check is None or expires_s < next_check:
