@@ -475,6 +475,7 @@ class Simulation:
         heap = inst.heap
         done_at = heap[0][0]
         inst.steps = done_at
+        inst.seg_start = now
         finished = 0
         offset = 0.0
         while heap and heap[0][0] <= done_at + _STEP_EPS:
