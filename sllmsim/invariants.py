@@ -59,8 +59,8 @@ class InvariantError(SllmsimError):
 def check_invariants(trace, run: RunResult | RunFrames) -> list[Violation]:
     """Check invariants 1–5 of a run of ``trace`` (a :class:`sllmsim.config.trace.TraceConfig`).
 
-    ``trace`` supplies the expected requests (``trace.requests``) and the node capacities
-    (``trace.cluster``). Returns the violations, empty when the run is sound.
+    ``trace`` supplies the expected requests (``trace.requests``, those up to
+    ``trace.simulation.until_s`` when the run was cut there) and the node capacities (``trace.cluster``). Returns the violations, empty when the run is sound.
     """
     frames = frames_from_result(run) if isinstance(run, RunResult) else run
     out: list[Violation] = []
@@ -80,9 +80,14 @@ def assert_invariants(trace, run: RunResult | RunFrames, where: str = "run") -> 
 
 def _accounted(trace, req: pd.DataFrame) -> list[Violation]:
     out = []
-    expected = trace.requests
-    if len(req) != len(expected):
-        out.append(Violation(1, f"the trace has {len(expected)} requests but the run recorded {len(req)}"))
+    times = np.asarray(trace.requests.time_s, dtype=float)
+    models = np.asarray(trace.requests.model, dtype=object)
+    until = getattr(getattr(trace, "simulation", None), "until_s", None)
+    if until is not None:  # a run stopped at until_s never sees the requests that would arrive later
+        keep = times <= until
+        times, models = times[keep], models[keep]
+    if len(req) != len(times):
+        out.append(Violation(1, f"the trace has {len(times)} requests but the run recorded {len(req)}"))
     dup = req["request_id"].duplicated()
     if dup.any():
         out.append(Violation(1, f"request id {int(req['request_id'][dup].iloc[0])} is recorded twice"))
@@ -96,8 +101,8 @@ def _accounted(trace, req: pd.DataFrame) -> list[Violation]:
     unfinished = (req["status"] == "completed") & req["finish_s"].isna()
     if unfinished.any():
         out.append(Violation(1, f"completed request {int(req['request_id'][unfinished].iloc[0])} has no finish time"))
-    if len(req) == len(expected) and len(req):
-        want = pd.DataFrame({"model": expected.model.astype(str), "t": expected.time_s})
+    if len(req) == len(times) and len(req):
+        want = pd.DataFrame({"model": models.astype(str), "t": times})
         got = pd.DataFrame({"model": req["model"].astype(str).to_numpy(), "t": req["arrival_s"].to_numpy()})
         want = want.sort_values(["model", "t"], kind="stable").reset_index(drop=True)
         got = got.sort_values(["model", "t"], kind="stable").reset_index(drop=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -80,14 +81,35 @@ def read_function_invocations(path: str | Path) -> FunctionInvocations:
         raise ConfigError(source, "header", f"expected minute numbers after Trigger, got {bad!r}") from None
     if np.any(np.diff(minutes) != 1):
         raise ConfigError(source, "header", "expected consecutive minute columns")
-    values = raw[minute_cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    bad = np.isnan(values) | (values < 0) | (values % 1 != 0)
+    block = raw[minute_cols]
+    if all(pd.api.types.is_integer_dtype(t) for t in block.dtypes):
+        counts = block.to_numpy(dtype=np.int64)  # the common case: pandas already parsed whole numbers
+        bad = counts < 0
+    else:
+        values = block.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        bad = np.isnan(values) | (values < 0) | (values % 1 != 0)
+        counts = None if bad.any() else values.astype(np.int64)
     if bad.any():
         row, col = (int(x[0]) for x in np.nonzero(bad))
         raise ConfigError(source, f"line {row + 2}: minute {minute_cols[col]}",
                           f"expected a non-negative whole count, got {raw[minute_cols[col]].iloc[row]!r}")
     return FunctionInvocations(functions=raw[list(ID_COLUMNS)].reset_index(drop=True),
-                               counts=values.astype(np.int64), minutes=minutes)
+                               counts=counts, minutes=minutes)
+
+
+def _read_memoised(path: str | Path) -> FunctionInvocations:
+    # Sweeps convert the same file for every point; re-reading it only when it changed saves ~0.3 s each.
+    st = Path(path).stat() if Path(path).is_file() else None
+    if st is None:
+        return read_function_invocations(path)
+    return _read_by_version(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _read_by_version(path: str, mtime_ns: int, size: int) -> FunctionInvocations:
+    inv = read_function_invocations(path)
+    inv.counts.setflags(write=False)  # shared between calls
+    return inv
 
 
 def rank_functions(inv: FunctionInvocations, triggers: Sequence[str] | None = None) -> np.ndarray:
@@ -164,7 +186,7 @@ def convert_azure_functions(invocations_path: str | Path, token_paths: Sequence[
     if not token_paths:
         raise ConfigError(src, "token_paths", "give at least one Azure LLM 2023 file to draw token counts from")
 
-    inv = read_function_invocations(invocations_path)
+    inv = _read_memoised(invocations_path)
     ss = np.random.SeedSequence(seed)
     r_select, r_scale, r_expand, r_tokens = (np.random.default_rng(s) for s in ss.spawn(4))
 
