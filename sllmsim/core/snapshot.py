@@ -23,6 +23,43 @@ class Tier(str, Enum):
     """Downloaded over the network first."""
 
 
+#: Reference defaults of the resume-time model ``alpha × tokens + beta`` (ServerlessLLM's
+#: storage-aware scheduler uses 0.01 s per token and 0.1 s unless a model's scheduler config says otherwise).
+DEFAULT_RESUME_ALPHA_S_PER_TOKEN = 0.01
+DEFAULT_RESUME_BETA_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """What the scheduler knows about a model: the one to place, or one a running instance serves."""
+
+    name: str
+    size_bytes: int
+    num_gpus: int = 1
+    target_nodes: tuple[str, ...] | None = None
+    resume_alpha_s_per_token: float = DEFAULT_RESUME_ALPHA_S_PER_TOKEN
+    """Seconds per token to re-compute the KV cache when a running inference of this model resumes elsewhere."""
+    resume_beta_s: float = DEFAULT_RESUME_BETA_S
+    """Fixed seconds of a resume (hand-over, first re-computation step)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningInstanceView:
+    """A loaded instance serving at least one request: a candidate to migrate or preempt.
+
+    ``tokens_so_far`` is what a destination would have to re-compute to resume it: the prompt tokens
+    plus the tokens generated so far, summed over the instance's running requests.
+    """
+
+    instance_id: str
+    model: ModelView
+    tokens_so_far: int
+
+    @property
+    def num_gpus(self) -> int:
+        return self.model.num_gpus
+
+
 @dataclass(frozen=True, slots=True)
 class NodeView:
     """What the scheduler knows about one node at decision time."""
@@ -40,16 +77,8 @@ class NodeView:
     network_bandwidth_bytes_per_s: float
     host_to_gpu_bytes_per_s: float
     load_overhead_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class ModelView:
-    """What the scheduler knows about the model to place."""
-
-    name: str
-    size_bytes: int
-    num_gpus: int = 1
-    target_nodes: tuple[str, ...] | None = None
+    running: tuple[RunningInstanceView, ...] = ()
+    """Instances on this node that may be migrated or preempted (empty: none may)."""
 
 
 @dataclass(frozen=True)
