@@ -2,7 +2,10 @@
 
 Every policy ranks the nodes that can host a new instance (enough free GPUs, allowed by
 ``placement_config.target_nodes``); :func:`place` logs the ranking exactly as ServerlessLLM's
-storage-aware scheduler does and returns the first option.
+storage-aware scheduler does and returns the first option. With ``enable_migration`` the
+storage-aware policy also ranks nodes short of GPUs that live migration can free (the option
+carries its :class:`~sllmsim.core.migration.MigrationPlan`); the Shepherd*-like baseline ranks them
+with preemption instead (a :class:`~sllmsim.core.preemption.PreemptionPlan`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from sllmsim.core.estimate import startup_estimate_s
+from sllmsim.core.migration import MigrationPlan, plan_migration
+from sllmsim.core.preemption import PreemptionPlan, choose_preemption_victims
 from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier, node_sort_key
+from sllmsim.errors import ConfigError
 from sllmsim.registry import register, resolve
 
 logger = logging.getLogger("sllmsim.scheduler")
@@ -21,11 +27,24 @@ logger = logging.getLogger("sllmsim.scheduler")
 
 @dataclass(frozen=True, slots=True)
 class PlacementOption:
-    """One node that can host the instance, with its estimated startup time."""
+    """One node that can host the instance, with its estimated startup time.
+
+    When the node must first make room, exactly one of ``migration`` (the moves to carry out first;
+    ``estimate_s`` includes their cost) and ``preemption`` (the instances to stop first) is set.
+    """
 
     node_id: str
     estimate_s: float
     tier: Tier
+    migration: MigrationPlan | None = None
+    preemption: PreemptionPlan | None = None
+
+
+def allowed_nodes(model: ModelView, cluster: ClusterView) -> list[NodeView]:
+    """Nodes the model's ``target_nodes`` allow with enough GPUs in all (free or not), in cluster order."""
+    allowed = None if model.target_nodes is None else set(model.target_nodes)
+    return [n for n in cluster.nodes
+            if n.total_gpus >= model.num_gpus and (allowed is None or n.node_id in allowed)]
 
 
 def feasible_nodes(model: ModelView, cluster: ClusterView) -> list[NodeView]:
@@ -54,6 +73,8 @@ class PlacementPolicy(ABC):
     """
 
     policy_name: str = "?"
+    supports_migration: bool = False
+    """Whether the policy accepts ``enable_migration=True`` (see :func:`make_placement_policy`)."""
 
     def __init__(self, seed: int = 0):
         self.rng = random.Random(seed)
@@ -66,11 +87,58 @@ class PlacementPolicy(ABC):
 @register("placement", "storage_aware")
 class StorageAwarePlacement(PlacementPolicy):
     """ServerlessLLM's storage-aware placement (Fu et al., OSDI'24, §6): the node with the smallest
-    estimated startup time, ties broken by node id."""
+    estimated startup time, ties broken by node id.
+
+    With ``enable_migration`` (the reference scheduler config's flag), a node short of free GPUs is
+    an option too when migrating some of its running instances can free enough: its estimate is
+    the startup estimate plus the migration plan's total cost (:func:`plan_migration`).
+    """
+
+    supports_migration = True
+
+    def __init__(self, seed: int = 0, enable_migration: bool = False):
+        super().__init__(seed)
+        self.enable_migration = enable_migration
 
     def rank(self, model: ModelView, cluster: ClusterView) -> list[PlacementOption]:
-        options = _options(feasible_nodes(model, cluster), model)
+        if not self.enable_migration:
+            options = _options(feasible_nodes(model, cluster), model)
+        else:
+            options = []
+            for node in allowed_nodes(model, cluster):
+                estimate, tier = startup_estimate_s(node, model)
+                if node.free_gpus >= model.num_gpus:
+                    options.append(PlacementOption(node.node_id, estimate, tier))
+                    continue
+                plan = plan_migration(node, cluster, model.num_gpus - node.free_gpus, placing_model=model.name)
+                if plan is not None:
+                    options.append(PlacementOption(node.node_id, estimate + plan.total_cost_s, tier, migration=plan))
         options.sort(key=lambda o: (o.estimate_s, node_sort_key(o.node_id)))
+        return options
+
+
+@register("placement", "shepherd")
+class ShepherdPlacement(PlacementPolicy):
+    """A Shepherd*-like baseline, as compared in the ServerlessLLM paper (Fu et al., OSDI'24, §7):
+    locality-aware like storage-aware placement, but a node short of free GPUs is made room on by
+    preempting running instances (their requests stop and are re-queued, see
+    :func:`choose_preemption_victims`) rather than by migrating them.
+
+    Options are ranked by startup estimate alone (preemption is immediate; its cost falls on the
+    victims, not on the new instance); at equal estimate a node that needs no preemption wins.
+    """
+
+    def rank(self, model: ModelView, cluster: ClusterView) -> list[PlacementOption]:
+        options = []
+        for node in allowed_nodes(model, cluster):
+            estimate, tier = startup_estimate_s(node, model)
+            if node.free_gpus >= model.num_gpus:
+                options.append(PlacementOption(node.node_id, estimate, tier))
+                continue
+            plan = choose_preemption_victims(node, model.num_gpus - node.free_gpus, placing_model=model.name)
+            if plan is not None:
+                options.append(PlacementOption(node.node_id, estimate, tier, preemption=plan))
+        options.sort(key=lambda o: (o.estimate_s, o.preemption is not None, node_sort_key(o.node_id)))
         return options
 
 
@@ -114,9 +182,19 @@ class RoundRobinPlacement(PlacementPolicy):
         return options
 
 
-def make_placement_policy(name: str, seed: int = 0) -> PlacementPolicy:
-    """Instantiate the placement policy registered (or importable) as ``name``."""
-    return resolve("placement", name)(seed=seed)
+def make_placement_policy(name: str, seed: int = 0, enable_migration: bool = False) -> PlacementPolicy:
+    """Instantiate the placement policy registered (or importable) as ``name``.
+
+    ``enable_migration`` is the scheduler config's flag; only policies with ``supports_migration``
+    accept it.
+    """
+    cls = resolve("placement", name)
+    if not enable_migration:
+        return cls(seed=seed)
+    if not getattr(cls, "supports_migration", False):
+        raise ConfigError("scheduler config", "enable_migration",
+                          f"placement policy {name!r} cannot migrate; use 'storage_aware' or set it to false")
+    return cls(seed=seed, enable_migration=True)
 
 
 def place(policy: PlacementPolicy, model: ModelView, cluster: ClusterView) -> PlacementOption | None:
@@ -125,7 +203,18 @@ def place(policy: PlacementPolicy, model: ModelView, cluster: ClusterView) -> Pl
     if logger.isEnabledFor(logging.INFO):
         logger.info("Sorted scheduling options: %s", [(o.node_id, o.estimate_s) for o in options])
         if options:
-            logger.info("Allocated node %s for model %s", options[0].node_id, model.name)
+            chosen = options[0]
+            if chosen.migration is not None:
+                plan = chosen.migration
+                logger.info("Migration plan for model %s on node %s: %s (total_cost_s=%s, freed_gpus=%d)",
+                            model.name, plan.node_id,
+                            [(m.instance_id, m.from_node, m.to_node, m.cost_s) for m in plan.moves],
+                            plan.total_cost_s, plan.freed_gpus)
+            if chosen.preemption is not None:
+                pre = chosen.preemption
+                logger.info("Preempting instances %s on node %s for model %s (tokens_lost=%d, freed_gpus=%d)",
+                            list(pre.instance_ids), pre.node_id, model.name, pre.tokens_lost, pre.freed_gpus)
+            logger.info("Allocated node %s for model %s", chosen.node_id, model.name)
         else:
             logger.info("No node can host model %s now (needs %d free GPUs)", model.name, model.num_gpus)
     return options[0] if options else None
