@@ -158,6 +158,8 @@ class Controller:
         self._autoscale = make_autoscale_policy("concurrency")
         self._deployments: dict[str, Deployment] = {}
         self._reserved_names: set[str] = set()
+        self.deploy_history: list[dict] = []
+        """Every deploy config deployed or updated during this run, in order (for the run's resolved config)."""
         self._slots_used: dict[str, int] = {n.node_id: 0 for n in cluster.nodes}
         self._instance_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -271,6 +273,7 @@ class Controller:
             self._reserved_names.discard(cfg.model)
         dep = Deployment(config=cfg, raw=raw, store_key=key, size_bytes=size)
         self._deployments[cfg.model] = dep
+        self.deploy_history.append(deploy_config_to_dict(cfg))
         if persist:
             self._persist()
         logger.info("deployed %s (%s, %d bytes)", cfg.model, key, size)
@@ -297,6 +300,7 @@ class Controller:
                                   "model; delete it and deploy again")
         dep.config = cfg
         dep.raw = raw
+        self.deploy_history.append(deploy_config_to_dict(cfg))
         self._persist()
         self._rescale(dep)
         return self._model_status(dep)
@@ -578,6 +582,7 @@ class Controller:
         now = self.recorder.now_s()
         inst.tier, inst.nbytes, inst.ready_s = info.tier, info.nbytes, now
         self.metrics.on_load(dep.name, info.tier, now - inst.placed_s)
+        self._sample(dep, inst.node_id)
         logger.info("instance %s of %s ready on node %s (%s tier, %.3f s)", inst.instance_id, dep.name,
                     inst.node_id, info.tier, now - inst.placed_s)
         self._set_phase(inst, "idle")
@@ -631,6 +636,9 @@ class Controller:
     def _sample(self, dep: Deployment, node_id: str) -> None:
         self.recorder.sample("instances", dep.name, len(dep.instances))
         self.recorder.sample("gpus_busy", node_id, self._slots_used[node_id])
+        state = self.workers[node_id].storage_state()
+        self.recorder.sample("host_used_bytes", node_id, state.host_used_bytes)
+        self.recorder.sample("disk_used_bytes", node_id, state.disk_used_bytes)
 
     # --- status ---------------------------------------------------------------------------------
 

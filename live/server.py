@@ -165,8 +165,13 @@ async def _start(controller: Controller, model: str, request: GenerationRequest
 
 
 def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str, str] | None = None,
-               api_key: str | None = None, placement: str = "storage_aware") -> FastAPI:
-    """The live server's ASGI app. Nodes, store and controller are built when the app starts."""
+               api_key: str | None = None, placement: str = "storage_aware", run_dir: str | Path | None = None,
+               plots: bool = True) -> FastAPI:
+    """The live server's ASGI app. Nodes, store and controller are built when the app starts.
+
+    With ``run_dir``, the run's records are written there as a run folder (as ``sllmsim run`` writes,
+    :func:`sllmsim.output.write_run_folder`) when the server stops.
+    """
     storage_dir = Path(storage_dir)
 
     @asynccontextmanager
@@ -181,14 +186,21 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
         controller = Controller(cluster, workers, registry, storage_dir, recorder, placement=placement)
         await controller.start()
         app.state.controller = controller
-        app.state.resolved = {"hardware": cluster.source, "storage": str(storage_dir), "devices": node_devices,
-                              "scheduler": placement}
+        app.state.resolved = lambda: {"hardware": cluster.source, "storage": str(storage_dir),
+                                      "devices": dict(node_devices), "scheduler": placement,
+                                      "models": list(controller.deploy_history)}
         logger.info("serving %d node(s): %s", len(workers),
                     ", ".join(f"node {k} on {v}" for k, v in node_devices.items()))
         try:
             yield
         finally:
             await controller.close()
+            if run_dir is not None:
+                from sllmsim.output import write_run_folder
+
+                result = recorder.run_result(Path(run_dir).name, app.state.resolved())
+                write_run_folder(Path(run_dir), result, plots=plots)
+                logger.info("wrote the run's records to %s", run_dir)
 
     app = FastAPI(title="sllmsim live", lifespan=lifespan, dependencies=[Depends(_auth_dependency(api_key))])
     _install_error_handlers(app)
@@ -261,7 +273,7 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
     @app.get("/records")
     async def records(request: Request) -> dict:
         data = ctl(request).recorder.to_json()
-        data["resolved_config"] = request.app.state.resolved
+        data["resolved_config"] = request.app.state.resolved()
         return data
 
     @app.get("/metrics")

@@ -34,6 +34,8 @@ class StorageState:
     disk_models: frozenset[str]
     host_models: frozenset[str]
     io_backlog_s: float
+    host_used_bytes: int = 0
+    disk_used_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,8 @@ class LocalNodeWorker(NodeWorker):
     def storage_state(self) -> StorageState:
         s = self._storage
         return StorageState(disk_models=frozenset(s.disk_models()), host_models=frozenset(s.host_models()),
-                            io_backlog_s=float(s.io_backlog_s()))
+                            io_backlog_s=float(s.io_backlog_s()), host_used_bytes=int(s.host_cache.used_bytes),
+                            disk_used_bytes=int(s.disk_used_bytes))
 
     async def load(self, instance_id: str, model_key: str, max_concurrency: int, dtype: str | None,
                    on_phase: Callable[[object], None]) -> LoadInfo:

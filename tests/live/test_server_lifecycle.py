@@ -12,6 +12,7 @@ httpx = pytest.importorskip("httpx")
 
 from live.server import create_app, serve_in_thread  # noqa: E402
 from sllmsim.config.hardware import load_hardware, parse_hardware  # noqa: E402
+from sllmsim.metrics import read_run  # noqa: E402
 from test_server import HARDWARE, MESSAGES, spec_config, wait_until  # noqa: E402
 
 CPU = {"0": "cpu", "1": "cpu"}
@@ -24,12 +25,20 @@ def _openai(url: str, key: str = "unused") -> openai.OpenAI:
 def test_restart_restores_deployments(tmp_path, tiny_model_factory):
     storage = tmp_path / "models"
     cluster = load_hardware(HARDWARE)
-    with serve_in_thread(create_app(cluster, storage, devices=CPU)) as url:
+    run_dir = tmp_path / "run"
+    with serve_in_thread(create_app(cluster, storage, devices=CPU, run_dir=run_dir, plots=False)) as url:
         for name, arch in (("opt-2.7b", "opt"), ("opt-1.3b", "llama")):
             assert httpx.post(f"{url}/register", json=spec_config(name, tiny_model_factory(arch))).status_code == 200
         first = _openai(url).chat.completions.create(model="opt-2.7b", messages=MESSAGES, max_tokens=6, seed=3,
                                                      temperature=0.7)
     assert (storage / "deployments.json").exists()
+    # On shutdown the first server wrote its records as a run folder, in the simulator's format.
+    frames = read_run(run_dir)
+    assert list(frames.requests["status"]) == ["completed"] and list(frames.requests["tier"]) == ["network"]
+    assert {"downloading", "loading_to_host", "loading_to_gpu", "released"} <= set(frames.phases["phase"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["cold_starts_network"] == 1 and summary["completed"] == 1
+    assert "Allocated node 0 for model opt-2.7b" in (run_dir / "scheduler.log").read_text()
 
     with serve_in_thread(create_app(cluster, storage, devices=CPU)) as url:
         client = _openai(url)
