@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sllmsim.metrics import (
     COLD_TIERS,
@@ -22,6 +23,7 @@ from sllmsim.metrics import (
     read_run,
     run_end_s,
     start_tier_counts,
+    step_bin_means,
     step_integral,
     step_total,
 )
@@ -33,11 +35,15 @@ START_TIERS_PNG = "start_tiers.png"
 
 #: How many models the timeline draws one line each for; the rest are summed into one "other" line.
 TOP_MODELS = 8
+#: Above this many time-series rows, time plots draw time-weighted means over STEP_BINS bins.
+MAX_STEP_POINTS = 20_000
+STEP_BINS = 1_000
 #: Quantiles drawn per CDF curve: enough to look smooth, few enough for a million requests.
 _CDF_POINTS = 2001
 _TIER_LABELS = {"gpu": "warm (GPU)", "host": "host memory", "disk": "local disk", "network": "network"}
 _TIER_COLORS = {"gpu": "#4c9a2a", "host": "#2b7bb9", "disk": "#f0a30a", "network": "#c0392b"}
 _GIB = 1024**3
+_OUTSIDE_LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "frameon": False}
 #: The default colour cycle without its grey, which marks the "other" band.
 _MODEL_COLORS = [f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
 
@@ -100,20 +106,35 @@ def plot_latency_cdf(runs: Runs | pd.DataFrame, title: str = "Request latency",
     return fig
 
 
-def _steps(ax, series: pd.DataFrame, end_s: float, **kwargs) -> None:
-    # Extend the last value to the end of the run so the final state is visible.
-    xs = np.append(series["time_s"].to_numpy(), end_s)
-    ys = np.append(series["value"].to_numpy(), series["value"].to_numpy()[-1])
-    ax.plot(xs, ys, drawstyle="steps-post", **kwargs)
+def _step_xy(series: pd.DataFrame, end_s: float, bins: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """x, y to draw a step series with ``steps-post``, extended to ``end_s``; binned means if ``bins``."""
+    if bins:
+        edges, means = step_bin_means(series, end_s, bins)
+        return edges, np.append(means, means[-1])
+    values = series["value"].to_numpy()
+    return np.append(series["time_s"].to_numpy(), end_s), np.append(values, values[-1])
+
+
+def _bins_for(timeseries: pd.DataFrame, end_s: float) -> int | None:
+    # A figure is ~1000 px wide: beyond a few thousand changes, exact steps only cost rendering time.
+    return STEP_BINS if len(timeseries) > MAX_STEP_POINTS and end_s > 0 else None
+
+
+def _time_label(end_s: float, bins: int | None) -> str:
+    label = "time since start of run (s)"
+    if bins:
+        label += f" — each point is the time-weighted mean over a {end_s / bins:.3g} s bin"
+    return label
 
 
 def _end_s(timeseries: pd.DataFrame) -> float:
     return float(timeseries["time_s"].max()) if len(timeseries) else 0.0
 
 
-def draw_instances_stacked(ax, timeseries: pd.DataFrame, end_s: float, top_models: int = TOP_MODELS) -> None:
+def draw_instances_stacked(ax, timeseries: pd.DataFrame, end_s: float, top_models: int = TOP_MODELS,
+                           bins: int | None = None) -> None:
     """Stacked step areas of instances per model; models past the ``top_models`` with the most
-    instance-seconds are summed into one grey "other" band."""
+    instance-seconds are summed into one grey "other" band. ``bins``: draw binned means instead."""
     weight = step_integral(timeseries, "instances", end_s)
     order = sorted(weight.index, key=lambda m: (-weight[m], m))
     top, rest = order[:top_models], order[top_models:]
@@ -121,38 +142,48 @@ def draw_instances_stacked(ax, timeseries: pd.DataFrame, end_s: float, top_model
     if not groups:
         _empty_note(ax, "no instance samples")
         return
-    series = [step_total(timeseries, "instances", keys).set_index("time_s")["value"] for _, keys in groups]
-    grid = pd.concat(series, axis=1, keys=range(len(series))).sort_index().ffill().fillna(0.0)
-    times = np.append(grid.index.to_numpy(), max(end_s, float(grid.index.max())))
+    series = [step_total(timeseries, "instances", keys) for _, keys in groups]
+    if bins:
+        times = np.linspace(0.0, end_s, bins + 1)
+        layers = [_step_xy(s, end_s, bins)[1] for s in series]
+    else:
+        # Put every layer on the union of all change times so the bands stack point by point.
+        grid = pd.concat([s.set_index("time_s")["value"] for s in series], axis=1, keys=range(len(series)))
+        grid = grid.sort_index().ffill().fillna(0.0)
+        times = np.append(grid.index.to_numpy(), max(end_s, float(grid.index.max())))
+        layers = [np.append(grid[i].to_numpy(), grid[i].to_numpy()[-1]) for i in range(len(series))]
     bottom = np.zeros(len(times))
     colors = [_MODEL_COLORS[i % len(_MODEL_COLORS)] for i in range(len(top))] + ["0.6"] * bool(rest)
-    for i, (label, _) in enumerate(groups):
-        values = grid[i].to_numpy()
-        values = np.append(values, values[-1])
-        ax.fill_between(times, bottom, bottom + values, step="post", color=colors[i], label=label, linewidth=0)
+    for (label, _), values, color in zip(groups, layers, colors):
+        ax.fill_between(times, bottom, bottom + values, step="post", color=color, label=label, linewidth=0)
         bottom = bottom + values
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    # Listed top to bottom as the bands are stacked.
+    ax.legend(handles[::-1], labels[::-1], **_OUTSIDE_LEGEND)
 
 
 def plot_timeline(timeseries: pd.DataFrame, title: str = "Cluster over time", end_s: float | None = None,
                   top_models: int = TOP_MODELS) -> Figure:
     """One run's instances per model, busy GPUs and memory use over time (three stacked panels).
 
-    Models beyond the ``top_models`` with the most instance-seconds are summed into one "other" line
-    so that a 100-model run stays readable.
+    Models beyond the ``top_models`` with the most instance-seconds are summed into one "other" band
+    so that a 100-model run stays readable. Runs with more than ``MAX_STEP_POINTS`` samples are drawn
+    as time-weighted means over ``STEP_BINS`` bins (the x label says so).
     """
     end_s = _end_s(timeseries) if end_s is None else end_s
+    bins = _bins_for(timeseries, end_s)
     fig = Figure(figsize=(10.0, 8.0), layout="constrained")
     ax_inst, ax_gpu, ax_mem = fig.subplots(3, 1, sharex=True)
 
-    draw_instances_stacked(ax_inst, timeseries, end_s, top_models)
+    draw_instances_stacked(ax_inst, timeseries, end_s, top_models, bins)
     ax_inst.set_ylabel("instances")
     ax_inst.set_title("Instances per model (loading or loaded), stacked")
 
     busy = step_total(timeseries, "gpus_busy")
     if len(busy):
-        _steps(ax_gpu, busy, end_s, color="#c0392b", linewidth=1.4, label="busy GPUs (all nodes)")
-        ax_gpu.legend(loc="upper left", fontsize=7)
+        ax_gpu.plot(*_step_xy(busy, end_s, bins), drawstyle="steps-post", color="#c0392b", linewidth=1.4,
+                    label="busy GPUs (all nodes)")
+        ax_gpu.legend(**_OUTSIDE_LEGEND)
     else:
         _empty_note(ax_gpu, "no GPU samples")
     ax_gpu.set_ylabel("GPUs")
@@ -163,19 +194,21 @@ def plot_timeline(timeseries: pd.DataFrame, title: str = "Cluster over time", en
                                  ("disk_used_bytes", "local disk", "#f0a30a")):
         used = step_total(timeseries, metric)
         if len(used):
-            used = used.assign(value=used["value"] / _GIB)
-            _steps(ax_mem, used, end_s, color=color, linewidth=1.4, label=label)
+            xs, ys = _step_xy(used, end_s, bins)
+            ax_mem.plot(xs, ys / _GIB, drawstyle="steps-post", color=color, linewidth=1.4, label=label)
             drew = True
     if drew:
-        ax_mem.legend(loc="upper left", fontsize=7)
+        ax_mem.legend(**_OUTSIDE_LEGEND)
     else:
         _empty_note(ax_mem, "no memory samples")
     ax_mem.set_ylabel("used (GiB)")
     ax_mem.set_title("Checkpoint storage used, summed over nodes")
-    ax_mem.set_xlabel("time since start of run (s)")
+    ax_mem.set_xlabel(_time_label(end_s, bins))
     for ax in (ax_inst, ax_gpu, ax_mem):
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
+    for ax in (ax_inst, ax_gpu):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     return fig
 
@@ -185,22 +218,24 @@ def plot_busy_gpus(runs: Runs, title: str = "Instances and busy GPUs over time")
     fig = Figure(figsize=(10.0, 6.0), layout="constrained")
     ax_inst, ax_gpu = fig.subplots(2, 1, sharex=True)
     end_s = max((_end_s(ts) for ts in runs.values()), default=0.0)
+    bins = max((_bins_for(ts, end_s) or 0 for ts in runs.values()), default=0) or None
     for i, (label, ts) in enumerate(runs.items()):
-        color = f"C{i % 10}"
         for ax, metric in ((ax_inst, "instances"), (ax_gpu, "gpus_busy")):
             total = step_total(ts, metric)
             if len(total):
-                _steps(ax, total, end_s, color=color, linewidth=1.4, label=label)
+                ax.plot(*_step_xy(total, end_s, bins), drawstyle="steps-post", color=f"C{i % 10}",
+                        linewidth=1.4, label=label)
     ax_inst.set_ylabel("instances")
     ax_inst.set_title("Instances (loading or loaded), summed over models")
     ax_gpu.set_ylabel("GPUs")
     ax_gpu.set_title("Busy GPUs, summed over nodes")
-    ax_gpu.set_xlabel("time since start of run (s)")
+    ax_gpu.set_xlabel(_time_label(end_s, bins))
     for ax in (ax_inst, ax_gpu):
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", fontsize=8)
+            ax.legend(**_OUTSIDE_LEGEND)
         else:
             _empty_note(ax, "no samples")
     fig.suptitle(title)
@@ -249,6 +284,8 @@ def plot_start_tiers(runs: Runs | pd.DataFrame, title: str = "Cold-start breakdo
     ax_cold.set_xlabel("cold starts (requests)")
     ax_cold.set_title("Cold starts by tier the checkpoint came from")
     ax_cold.margins(x=0.15)
+    ax_cold.set_xlim(left=0, right=None if counts[list(COLD_TIERS)].to_numpy().any() else 1)
+    ax_cold.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (ax_share, ax_cold):
         ax.grid(True, axis="x", alpha=0.3)
     fig.legend(*ax_share.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8, frameon=False)
