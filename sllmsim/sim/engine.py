@@ -29,6 +29,7 @@ superseded timers are ignored by a version check.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections import deque
@@ -70,12 +71,13 @@ class _Wake(Event):
     """A timer for one instance or model; ignored when ``target.version`` has moved on."""
 
     __slots__ = ("target", "version")
+    # Constant for every wake; class attributes save per-event assignments on the hot path.
+    _ok = True
+    _value = None
 
     def __init__(self, env: simpy.Environment, target, callback, delay: float):
         self.env = env
         self.callbacks = [callback]
-        self._value = None
-        self._ok = True
         self.target = target
         self.version = target.version
         env.schedule(self, NORMAL, delay)
@@ -297,6 +299,10 @@ class Simulation:
             scheduler_logger.setLevel(logging.INFO)
         else:
             scheduler_logger.setLevel(logging.WARNING)
+        # The run allocates millions of small acyclic objects (records, events); the cyclic garbage
+        # collector would rescan them over and over for nothing. It is restored afterwards.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             self._sample_all(0.0)
             for m in self.models.values():
@@ -309,6 +315,8 @@ class Simulation:
             else:
                 env.run(until=until)
         finally:
+            if gc_was_enabled:
+                gc.enable()
             scheduler_logger.removeFilter(stamp)
             if handler is not None:
                 scheduler_logger.removeHandler(handler)
@@ -332,6 +340,7 @@ class Simulation:
         self._outputs = reqs.output_tokens.tolist()
         self._next = 0
         self._progress_every = max(len(self._times) // 200, 1)
+        self._progress_at = 0
         self._schedule_arrival()
 
     def _schedule_arrival(self) -> None:
@@ -355,18 +364,19 @@ class Simulation:
             name = names[i]
             rec = RequestRecord(i, name, now, inputs[i], outputs[i])
             records.append(rec)
-            arrive(rec, models[name])
-            if self.progress is not None and i % self._progress_every == 0:
-                self.progress(i, total)
+            arrive(rec, models[name], now)
             i += 1
             if i == total or times[i] > now:
                 break
         self._next = i
+        if self.progress is not None and i >= self._progress_at:
+            self._progress_at = i + self._progress_every
+            self.progress(i, total)
         self._schedule_arrival()
 
     # --------------------------------------------------------------------------------------- requests
 
-    def _arrive(self, rec: RequestRecord, m: ModelState) -> None:
+    def _arrive(self, rec: RequestRecord, m: ModelState, now: float) -> None:
         if m.fail_reason:
             rec.status = "failed"
             rec.reason = m.fail_reason
@@ -381,7 +391,6 @@ class Simulation:
         if best is None:
             m.queue.append(rec)
         else:
-            now = self.env.now
             self._admit(best, rec, now)
             self._kick(best, now)
         self._autoscale(m)
