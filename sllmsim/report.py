@@ -38,7 +38,7 @@ TOP_MODELS = 8
 #: Above this many time-series rows, time plots draw time-weighted means over STEP_BINS bins.
 MAX_STEP_POINTS = 20_000
 STEP_BINS = 1_000
-#: Quantiles drawn per CDF curve: enough to look smooth, few enough for a million requests.
+#: Points drawn per CDF curve: enough to look smooth, few enough for a million requests.
 _CDF_POINTS = 2001
 _TIER_LABELS = {"gpu": "warm (GPU)", "host": "host memory", "disk": "local disk", "network": "network"}
 _TIER_COLORS = {"gpu": "#4c9a2a", "host": "#2b7bb9", "disk": "#f0a30a", "network": "#c0392b"}
@@ -59,21 +59,32 @@ def _empty_note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
+def ecdf_points(values: np.ndarray, max_points: int = _CDF_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Corners of the empirical CDF (fraction of values ≤ x) for a ``steps-post`` line, starting at 0.
+
+    Beyond ``max_points`` values, an evenly spaced subset of the order statistics is kept: every
+    point drawn still lies exactly on the empirical CDF.
+    """
+    xs = np.sort(np.asarray(values, dtype=float))
+    n = xs.size
+    idx = np.arange(n) if n <= max_points else np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+    return np.append(xs[0], xs[idx]), np.append(0.0, (idx + 1) / n)
+
+
 def draw_cdf(ax, runs: Runs, column: str = "latency_s", xlabel: str = "latency (s)") -> None:
     """Draw the empirical CDF of ``column`` over completed requests, one curve per labelled run.
 
     The x axis turns logarithmic when values span more than two decades (warm requests take
     fractions of a second, cold starts tens of seconds). Dotted lines mark the 50th and 99th percentiles.
     """
-    probs = np.linspace(0.0, 1.0, _CDF_POINTS)
     lo, hi, drawn = np.inf, 0.0, 0
     for label, requests in runs.items():
         values = requests.loc[requests["status"] == "completed", column].dropna().to_numpy(dtype=float)
         if values.size == 0:
             ax.plot([], [], label=f"{label} (no completed requests)")
             continue
-        xs = np.quantile(values, probs)
-        ax.plot(xs, probs, drawstyle="steps-post", linewidth=1.8, label=f"{label} (n={values.size:,})")
+        xs, ys = ecdf_points(values)
+        ax.plot(xs, ys, drawstyle="steps-post", linewidth=1.8, label=f"{label} (n={values.size:,})")
         lo, hi, drawn = min(lo, values[values > 0].min(initial=np.inf)), max(hi, values.max()), drawn + 1
     if drawn == 0:
         _empty_note(ax, "no completed requests")

@@ -37,10 +37,19 @@ def test_latency_cdf_overlays_labelled_runs_through_their_percentiles(frames):
     assert latency_ax.get_ylabel() == "fraction of completed requests"
     assert [lab.split(" (")[0] for lab in _legend(latency_ax)] == ["keep 30 s", "keep 5 s"]
     assert fig.get_suptitle() and ttft_ax.get_title() == "CDF of time to first token"
+    # Every corner of the curve lies on the empirical CDF: y = fraction of latencies ≤ x.
+    values = frames.requests["latency_s"].to_numpy()
     line = latency_ax.get_lines()[0]
     x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
-    p50 = metrics.summarize(frames.requests)["latency_p50_s"]
-    assert x[np.searchsorted(y, 0.5)] == pytest.approx(p50, rel=1e-6)
+    assert y[0] == 0.0 and y[-1] == 1.0
+    assert y[1:] == pytest.approx([np.mean(values <= v) for v in x[1:]])
+
+
+def test_cdf_of_few_values_is_a_staircase():
+    xs, ys = report.ecdf_points(np.array([3.0, 1.0, 2.0]))
+    assert xs.tolist() == [1.0, 1.0, 2.0, 3.0] and ys.tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    xs, ys = report.ecdf_points(np.arange(10_000.0), max_points=101)
+    assert len(xs) == 102 and ys[-1] == 1.0 and ys[1:] == pytest.approx((xs[1:] + 1) / 10_000)
 
 
 def test_latency_cdf_uses_log_scale_only_for_wide_ranges(frames):
