@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "experiment": "sllmsim.cli.experiment:experiment",
     "trace": "sllmsim.cli.trace:trace",
     "compare": "sllmsim.cli.compare:compare",
+    "calibrate": "sllmsim.cli.calibrate:calibrate",
 }
 
 

@@ -1,0 +1,601 @@
+"""`sllmsim calibrate`: measure this machine so that the simulator can stand in for it.
+
+Every quantity the simulator's load and execution models need is measured here through the code
+paths live mode itself uses (:mod:`live.loader`, :func:`live.store.copy_checkpoint`,
+:func:`live.generation.generate`), each repeated ``repeats`` times and kept as its samples so that
+the spread is reported next to the median:
+
+* **disk read** — a probe checkpoint on the store's filesystem, dropped from the page cache
+  (``posix_fadvise DONTNEED``) before every read, read by :func:`live.loader.read_checkpoint` into a
+  fresh host buffer → ``disk_bandwidth``. A read of the same file from the page cache is reported too.
+* **host memory copy** — a bulk copy between two host buffers that are already touched: the machine's
+  plain memory bandwidth (reported, not written: the spec has no key for it).
+* **host → device** — :func:`live.loader.to_device` of a host buffer (pinned when the device is CUDA)
+  to the device, allocation included as in a live load → ``host_bandwidth`` (the spec's host-memory →
+  GPU link). On a CPU-only machine the "device" is the CPU and this is the copy live mode makes.
+* **network** — live mode has no network between its nodes: a download is a local copy throttled
+  to the hardware config's ``network_bandwidth``. Calibration therefore *chooses* that value
+  (``network_bandwidth``, default 1 Gbps) and measures that a throttled copy achieves it; the
+  configured value is written unless the machine cannot copy that fast, in which case the achieved
+  rate is written instead (and said so).
+* **per-load overhead** — per model: building it around its tensors (on the meta device, then
+  ``load_state_dict(assign=True)``) and loading its tokenizer → ``load_overhead_s`` (median over the
+  models); and the first-request warm-up (the first prefill of a freshly built model minus a later
+  one), reported separately because the simulator has no place for it yet.
+* **execution speed** — per model: prefill of a prompt of ``prompt_tokens`` tokens and the decode
+  steps after it, timed inside :func:`live.generation.generate` exactly as live mode serves a
+  request. The roofline of :mod:`sllmsim.sim.roofline` prices a prefill at ``2·P·T / FLOPs`` and a
+  decode step at ``W / B``, so each model gives an effective FLOP/s and memory bandwidth; the values
+  written (``gpu_flops``, ``gpu_memory_bandwidth``) are the geometric means over the models, the
+  single constants that minimise the squared log error of those two formulas across them.
+
+The result is a hardware JSON in the spec's format (plus the optional keys the simulator reads) with
+the same values for every node — live mode's nodes all share this machine — and a sidecar with every
+sample, written by :func:`calibration_to_json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from live.generation import GenerationRequest, SamplingParams, generate
+from live.loader import HostCheckpoint, allocate_host_buffer, build_model, read_checkpoint, to_device, views
+from live.store import copy_checkpoint
+from sllmsim.config.hardware import GPU_TYPES
+from sllmsim.errors import ConfigError
+from sllmsim.fidelity.pagecache import drop_file, drop_tree
+
+_MiB = 1024**2
+_GiB = 1024**3
+
+#: Folder made under ``--storage`` for the probe files, removed afterwards.
+PROBE_DIR = ".sllmsim-calibrate"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured quantity: its samples (one per repeat) and what it means."""
+
+    key: str
+    label: str
+    unit: str
+    """``bytes/s``, ``s`` or ``FLOP/s``."""
+    samples: tuple[float, ...]
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples))
+
+    @property
+    def low(self) -> float:
+        return float(min(self.samples))
+
+    @property
+    def high(self) -> float:
+        return float(max(self.samples))
+
+    @property
+    def spread(self) -> float:
+        """(max − min) / median: how much the repeats disagree."""
+        med = self.median
+        return (self.high - self.low) / med if med else math.nan
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "label": self.label, "unit": self.unit, "median": self.median,
+                "min": self.low, "max": self.high, "spread": self.spread, "samples": list(self.samples),
+                "note": self.note}
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """One model's measured load overheads and execution speed."""
+
+    name: str
+    path: str
+    weights_bytes: int
+    """Bytes of the model's parameters and buffers on the device."""
+    dtype_bytes: int
+    prompt_tokens: int
+    to_device_s: Measurement
+    construct_s: Measurement
+    """Building the model around its tensors plus loading the tokenizer."""
+    warmup_s: Measurement
+    """First prefill of a freshly built model minus the steady prefill."""
+    prefill_s: Measurement
+    decode_step_s: Measurement
+    """Median gap between consecutive tokens of one request, per repeat."""
+
+    @property
+    def num_params(self) -> float:
+        return self.weights_bytes / self.dtype_bytes
+
+    @property
+    def flops_per_s(self) -> float:
+        """Effective FLOP/s of the prefill: ``2 · params · prompt tokens / prefill time``."""
+        return 2.0 * self.num_params * self.prompt_tokens / self.prefill_s.median
+
+    @property
+    def memory_bytes_per_s(self) -> float:
+        """Effective memory bandwidth of a decode step: ``weights bytes / step time``."""
+        return self.weights_bytes / self.decode_step_s.median
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "path": self.path, "weights_bytes": self.weights_bytes,
+                "dtype_bytes": self.dtype_bytes, "prompt_tokens": self.prompt_tokens,
+                "effective_flops_per_s": self.flops_per_s, "effective_memory_bytes_per_s": self.memory_bytes_per_s,
+                "to_device_s": self.to_device_s.to_json(), "construct_s": self.construct_s.to_json(),
+                "warmup_s": self.warmup_s.to_json(), "prefill_s": self.prefill_s.to_json(),
+                "decode_step_s": self.decode_step_s.to_json()}
+
+
+@dataclass
+class Calibration:
+    """Everything one `sllmsim calibrate` measured, and the hardware values derived from it."""
+
+    device: str
+    device_name: str
+    torch_threads: int
+    measurements: dict[str, Measurement]
+    models: list[ModelProfile]
+    network_bandwidth_bytes_per_s: float
+    """The network bandwidth written (configured, or achieved when the machine is slower)."""
+    host_size_bytes: int
+    disk_size_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gpu_flops(self) -> float:
+        """Geometric mean of the models' effective prefill FLOP/s."""
+        return _geomean([m.flops_per_s for m in self.models])
+
+    @property
+    def gpu_memory_bytes_per_s(self) -> float:
+        """Geometric mean of the models' effective decode memory bandwidth."""
+        return _geomean([m.memory_bytes_per_s for m in self.models])
+
+    @property
+    def load_overhead_s(self) -> float:
+        """Median over the models of their median construction time."""
+        return float(np.median([m.construct_s.median for m in self.models]))
+
+    @property
+    def warmup_s(self) -> float:
+        return float(np.median([m.warmup_s.median for m in self.models]))
+
+    def gpu_type(self) -> str:
+        return gpu_type_for(self.device, self.device_name)
+
+    def hardware(self, node_ids: Sequence[str] = ("0", "1")) -> dict:
+        """The hardware JSON (spec keys plus the simulator's optional ones), one entry per node."""
+        m = self.measurements
+        node = {
+            "host_size": f"{self.host_size_bytes // _GiB}GB",
+            "host_bandwidth": rate_text(m["host_to_device_bytes_per_s"].median),
+            "disk_size": f"{self.disk_size_bytes // _GiB}GB",
+            "disk_bandwidth": rate_text(m["disk_read_bytes_per_s"].median),
+            "network_bandwidth": rate_text(self.network_bandwidth_bytes_per_s),
+            "num_gpus": 1,
+            "gpu": self.gpu_type(),
+            "load_overhead_s": round(self.load_overhead_s, 4),
+        }
+        if self.models:
+            node["gpu_memory_bandwidth"] = rate_text(self.gpu_memory_bytes_per_s)
+            node["gpu_flops"] = float(f"{self.gpu_flops:.4g}")
+        return {str(n): dict(node) for n in node_ids}
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return float(math.exp(statistics.fmean(math.log(v) for v in values)))
+
+
+def rate_text(bytes_per_s: float) -> str:
+    """A bandwidth in the hardware JSON's units (binary MB/s), to four significant digits."""
+    return f"{float(f'{bytes_per_s / _MiB:.4g}'):g}MB/s"
+
+
+def gpu_type_for(device: str, device_name: str) -> str:
+    """The GPU table entry closest to the device: ``CPU`` for the CPU, else by name (H100, A100…)."""
+    if torch.device(device).type != "cuda":
+        return "CPU"
+    name = device_name.upper()
+    for key in ("H100", "A100", "A40", "A5000", "L4"):
+        if key in name:
+            matches = [g for g in GPU_TYPES if g.startswith(key)]
+            if key == "A100" and len(matches) > 1:
+                total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+                return "A100-80GB" if total > 48 * _GiB else "A100-40GB"
+            return matches[0]
+    return "H100-80GB"  # an unknown CUDA GPU: the calibrated bandwidth and FLOP/s replace the table's anyway
+
+
+# --------------------------------------------------------------------------- model builder
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """A random-weight OPT model of a chosen width and depth, with the tiny models' tokenizer.
+
+    Parameters ≈ 12·hidden²·layers plus the embeddings (vocabulary 1024 and ``max_positions``).
+    """
+
+    hidden_size: int
+    num_layers: int
+    seed: int = 0
+    dtype: str = "float32"
+    max_positions: int = 1024
+
+    @property
+    def name(self) -> str:
+        return f"opt-{self.hidden_size}x{self.num_layers}-s{self.seed}"
+
+
+#: Probe models of ``sllmsim calibrate`` when no ``--models`` are given: about 14 MB, 80 MB and 230 MB
+#: of float32 weights, spanning the tiny-to-small models a 2-core CPU serves in seconds.
+PROBE_MODELS = (ModelRecipe(256, 4), ModelRecipe(512, 6), ModelRecipe(768, 8))
+
+
+def build_model_folder(out_dir: str | Path, recipe: ModelRecipe, overwrite: bool = False) -> Path:
+    """Write ``recipe``'s model (safetensors, config, tokenizer) to ``out_dir``; reuse it if present.
+
+    The same recipe gives byte-identical weights. Written next to its place and renamed into it, so
+    an interrupted build leaves nothing half-written.
+    """
+    from transformers import AutoModelForCausalLM, GenerationConfig, OPTConfig
+    from transformers.utils import logging as hf_logging
+
+    from live.tiny_model import train_tokenizer
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and not overwrite:
+        return out
+    if recipe.hidden_size % 64 or recipe.hidden_size <= 0 or recipe.num_layers <= 0:
+        raise ConfigError("model recipe", "hidden_size", f"expected a positive multiple of 64 and at least one "
+                          f"layer, got {recipe.hidden_size}x{recipe.num_layers}")
+    tokenizer = train_tokenizer(recipe.seed)
+    config = OPTConfig(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size,
+                       num_hidden_layers=recipe.num_layers, ffn_dim=4 * recipe.hidden_size,
+                       num_attention_heads=recipe.hidden_size // 64, max_position_embeddings=recipe.max_positions,
+                       word_embed_proj_dim=recipe.hidden_size, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    weight_seed = int(np.random.SeedSequence(recipe.seed).spawn(2)[1].generate_state(1)[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(weight_seed)
+        model = AutoModelForCausalLM.from_config(config)
+    model = model.to(getattr(torch, recipe.dtype)).eval()
+    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                                               pad_token_id=config.pad_token_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return out
+
+
+# --------------------------------------------------------------------------- storage and copies
+
+
+def _sample(key: str, label: str, unit: str, samples: list[float], note: str = "") -> Measurement:
+    return Measurement(key, label, unit, tuple(float(s) for s in samples), note)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def write_probe_checkpoint(folder: Path, nbytes: int, seed: int = 0) -> Path:
+    """A one-tensor safetensors checkpoint of ``nbytes`` random bytes (incompressible), synced to disk."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, generator=gen)
+    path = folder / "model.safetensors"
+    save_file({"probe": data}, str(path))
+    drop_file(path)  # also syncs it: what follows reads from the disk, not from dirty pages
+    return folder
+
+
+def measure_disk_read(folder: Path, repeats: int) -> tuple[Measurement, Measurement]:
+    """(cold read, page-cache read) of ``folder``'s checkpoint through the live loader, bytes/s."""
+    cold, warm = [], []
+    for _ in range(repeats):
+        drop_tree([folder])
+        start = time.perf_counter()
+        ckpt = read_checkpoint(folder)
+        cold.append(ckpt.nbytes / (time.perf_counter() - start))
+        del ckpt
+        start = time.perf_counter()
+        ckpt = read_checkpoint(folder)
+        warm.append(ckpt.nbytes / (time.perf_counter() - start))
+        del ckpt
+    return (_sample("disk_read_bytes_per_s", "disk read (page cache dropped)", "bytes/s", cold,
+                    "live.loader.read_checkpoint into a fresh host buffer, after posix_fadvise DONTNEED"),
+            _sample("page_cache_read_bytes_per_s", "disk read from the page cache", "bytes/s", warm,
+                    "the same read again without dropping: what a load of a just-written file sees"))
+
+
+def measure_host_copy(nbytes: int, repeats: int) -> Measurement:
+    """Bulk copy between two touched host buffers (plain memory bandwidth), bytes/s."""
+    src = torch.ones(nbytes, dtype=torch.uint8)
+    dst = torch.zeros(nbytes, dtype=torch.uint8)
+    dst.copy_(src)  # touch every page first: this measures copying, not page faults
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        samples.append(nbytes / (time.perf_counter() - start))
+    return _sample("host_copy_bytes_per_s", "host memory copy", "bytes/s", samples,
+                   "torch copy between two already-touched host buffers")
+
+
+def measure_host_to_device(nbytes: int, device: str, repeats: int) -> Measurement:
+    """live.loader.to_device of an ``nbytes`` host buffer (pinned for CUDA), allocation included, bytes/s."""
+    dev = torch.device(device)
+    buffer = allocate_host_buffer(nbytes, pin=dev.type == "cuda")
+    buffer.fill_(1)
+    entries: dict = {}
+    ckpt = HostCheckpoint(buffer=buffer, entries=entries, tensors=views(buffer, entries), nbytes=nbytes)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        on_device = to_device(ckpt, dev, None, copy=True)
+        samples.append(nbytes / (time.perf_counter() - start))
+        del on_device
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    path = "pinned host buffer → CUDA" if dev.type == "cuda" else "host buffer → fresh host buffer (the CPU 'device')"
+    return _sample("host_to_device_bytes_per_s", "host → device", "bytes/s", samples,
+                   f"live.loader.to_device, {path}, allocation included")
+
+
+def measure_network_copy(src: Path, work: Path, bandwidth_bytes_per_s: float,
+                         repeats: int) -> tuple[Measurement, Measurement]:
+    """(throttled copy at ``bandwidth_bytes_per_s``, unthrottled copy) of ``src`` as live downloads it, bytes/s."""
+    throttled, unthrottled = [], []
+    for limit, sink in ((bandwidth_bytes_per_s, throttled), (None, unthrottled)):
+        for _ in range(repeats):
+            dst = work / f"copy-{uuid.uuid4().hex}"
+            start = time.perf_counter()
+            nbytes = copy_checkpoint(src, dst, limit)
+            sink.append(nbytes / (time.perf_counter() - start))
+            shutil.rmtree(dst, ignore_errors=True)
+    return (_sample("network_copy_bytes_per_s", "network copy (throttled)", "bytes/s", throttled,
+                    f"live.store.copy_checkpoint throttled to the configured {rate_text(bandwidth_bytes_per_s)}"),
+            _sample("unthrottled_copy_bytes_per_s", "local copy (unthrottled)", "bytes/s", unthrottled,
+                    "the fastest a live 'download' can go on this machine"))
+
+
+# --------------------------------------------------------------------------- models
+
+_PROMPT_WORDS = ("the model server request token memory disk network load cache node cluster latency storage "
+                 "schedule answer question hello what is your name").split()
+
+
+def prompt_of_length(tokenizer, n_tokens: int) -> str:
+    """A plain-text prompt that the tokenizer encodes to (about) ``n_tokens`` tokens."""
+    words = " ".join(_PROMPT_WORDS[i % len(_PROMPT_WORDS)] for i in range(2 * n_tokens))
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"][:n_tokens]
+    return tokenizer.decode(ids)
+
+
+def _timed_generation(model, tokenizer, prompt: str, max_tokens: int, seed: int) -> tuple[int, float, list[float]]:
+    """Run one request like live mode: (prompt tokens, prefill seconds, gaps between tokens)."""
+    marks: dict[str, float] = {}
+    tokens: list[float] = []
+
+    def on_prompt(n: int) -> None:
+        marks["n"] = n
+        marks["start"] = time.perf_counter()
+
+    def on_text(_delta: str) -> None:
+        tokens.append(time.perf_counter())
+
+    request = GenerationRequest(SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=seed), prompt=prompt)
+    generate(model, tokenizer, request, on_text=on_text, on_prompt=on_prompt)
+    if not tokens:
+        raise RuntimeError("the model produced no token")
+    gaps = [b - a for a, b in zip(tokens, tokens[1:])]
+    return int(marks["n"]), tokens[0] - marks["start"], gaps
+
+
+def profile_model(folder: Path, device: str, repeats: int, prompt_tokens: int = 128, decode_tokens: int = 32,
+                  dtype: torch.dtype | None = None) -> ModelProfile:
+    """Measure one model's load overheads and execution speed on ``device`` (see the module docstring)."""
+    from transformers import AutoTokenizer
+
+    dev = torch.device(device)
+    folder = Path(folder)
+    ckpt = read_checkpoint(folder, lambda n: allocate_host_buffer(n, pin=dev.type == "cuda"))
+    to_dev, construct, warmup, prefill, steps = [], [], [], [], []
+    weights_bytes, dtype_bytes, n_prompt = 0, 4, prompt_tokens
+    for rep in range(repeats):
+        start = time.perf_counter()
+        tensors = to_device(ckpt, dev, dtype, copy=True)
+        to_dev.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        model = build_model(folder, tensors, dev, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        construct.append(time.perf_counter() - start)
+        del tensors
+        params = list(model.parameters()) + list(model.buffers())
+        weights_bytes = sum(t.numel() * t.element_size() for t in params)
+        dtype_bytes = next(p.element_size() for p in model.parameters() if p.is_floating_point())
+        prompt = prompt_of_length(tokenizer, prompt_tokens)
+        # Two requests on the fresh model: the first carries the warm-up, the second is steady.
+        n_prompt, first_prefill, _ = _timed_generation(model, tokenizer, prompt, decode_tokens, seed=2 * rep)
+        n_prompt, steady_prefill, gaps = _timed_generation(model, tokenizer, prompt, decode_tokens, seed=2 * rep + 1)
+        warmup.append(first_prefill - steady_prefill)
+        prefill.append(steady_prefill)
+        if gaps:
+            steps.append(float(np.median(gaps)))
+        model.to("meta")
+        del model
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    if not steps:
+        raise RuntimeError(f"{folder}: every request ended after its first token; cannot time decode steps")
+    name = folder.name
+    return ModelProfile(
+        name=name, path=str(folder), weights_bytes=weights_bytes, dtype_bytes=dtype_bytes, prompt_tokens=n_prompt,
+        to_device_s=_sample("to_device_s", f"{name}: to device", "s", to_dev),
+        construct_s=_sample("construct_s", f"{name}: build model + tokenizer", "s", construct),
+        warmup_s=_sample("warmup_s", f"{name}: first-request warm-up", "s", warmup),
+        prefill_s=_sample("prefill_s", f"{name}: prefill of {n_prompt} tokens", "s", prefill),
+        decode_step_s=_sample("decode_step_s", f"{name}: decode step", "s", steps),
+    )
+
+
+# --------------------------------------------------------------------------- the whole calibration
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """Run the block with ``n`` intra-op threads (the current number when None); yields the number."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def default_threads(num_nodes: int) -> int:
+    """Intra-op threads per process so that every node's compute gets its own share of the cores."""
+    return max(1, (os.cpu_count() or 1) // max(num_nodes, 1))
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 32 * _GiB
+
+
+def default_sizes(storage: Path, num_nodes: int) -> tuple[int, int]:
+    """(host_size, disk_size) per node: the spec's 32 GB / 128 GB, capped so that all nodes together
+    use at most half of this machine's memory and of the storage filesystem's free space."""
+    share = 2 * max(num_nodes, 1)
+    host = min(32 * _GiB, _memory_bytes() // share)
+    disk = min(128 * _GiB, shutil.disk_usage(storage).free // share)
+    return max(host // _GiB, 1) * _GiB, max(disk // _GiB, 1) * _GiB
+
+
+def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: str = "cpu", repeats: int = 5,
+              probe_bytes: int = 256 * _MiB, network_bandwidth_bytes_per_s: float = _GiB / 8,
+              threads: int | None = None, node_ids: Sequence[str] = ("0", "1"),
+              host_size_bytes: int | None = None, disk_size_bytes: int | None = None,
+              prompt_tokens: int = 128, decode_tokens: int = 32,
+              progress: Callable[[str], None] | None = None) -> Calibration:
+    """Measure this machine (see the module docstring). Without ``models``, the :data:`PROBE_MODELS`
+    are built under the storage folder and removed afterwards."""
+    say = progress or (lambda _msg: None)
+    if repeats < 2:
+        raise ConfigError("--repeats", "", f"expected at least 2 repeats (a spread needs two samples), got {repeats}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", "", f"{device}: this machine has no CUDA device")
+    storage = Path(storage)
+    storage.mkdir(parents=True, exist_ok=True)
+    work = storage / PROBE_DIR
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    threads = default_threads(len(node_ids)) if threads is None and dev.type == "cpu" else threads
+    host_default, disk_default = default_sizes(storage, len(node_ids))
+    notes: list[str] = []
+    try:
+        with torch_threads(threads) as n_threads:
+            say(f"probe checkpoint of {probe_bytes / _MiB:.0f} MiB on {storage}")
+            probe = write_probe_checkpoint(work / "probe", probe_bytes)
+            measured: dict[str, Measurement] = {}
+            say("disk reads")
+            for m in measure_disk_read(probe, repeats):
+                measured[m.key] = m
+            say("host memory copies")
+            measured["host_copy_bytes_per_s"] = measure_host_copy(probe_bytes, repeats)
+            say(f"host → {device} copies")
+            measured["host_to_device_bytes_per_s"] = measure_host_to_device(probe_bytes, device, repeats)
+            # Two seconds' worth at the configured rate keeps the throttled copies short.
+            net_bytes = int(min(probe_bytes, max(8 * _MiB, 2 * network_bandwidth_bytes_per_s)))
+            net_src = probe if net_bytes == probe_bytes else write_probe_checkpoint(work / "net-probe", net_bytes, 1)
+            say(f"throttled copies ({net_bytes / _MiB:.0f} MiB)")
+            for m in measure_network_copy(net_src, work, network_bandwidth_bytes_per_s, repeats):
+                measured[m.key] = m
+            achieved = measured["network_copy_bytes_per_s"].median
+            network = network_bandwidth_bytes_per_s
+            if achieved < 0.9 * network_bandwidth_bytes_per_s:
+                network = achieved
+                notes.append(f"a throttled copy reached only {rate_text(achieved)} of the configured "
+                             f"{rate_text(network_bandwidth_bytes_per_s)}: the achieved rate is written")
+            folders = [Path(p) for p in models]
+            if not folders:
+                for recipe in PROBE_MODELS:
+                    say(f"building probe model {recipe.name}")
+                    folders.append(build_model_folder(work / "models" / recipe.name, recipe))
+            profiles = []
+            for folder in folders:
+                say(f"profiling {folder.name}")
+                profiles.append(profile_model(folder, device, repeats, prompt_tokens, decode_tokens))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    return Calibration(device=str(dev), device_name=name, torch_threads=n_threads, measurements=measured,
+                       models=profiles, network_bandwidth_bytes_per_s=network,
+                       host_size_bytes=host_size_bytes or host_default, disk_size_bytes=disk_size_bytes or disk_default,
+                       notes=notes)
+
+
+def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) -> dict:
+    """The sidecar: every sample, the derived hardware values and where each came from."""
+    return {
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "device": cal.device,
+                    "device_name": cal.device_name, "torch": torch.__version__, "torch_threads": cal.torch_threads},
+        "torch_threads": cal.torch_threads,
+        "device": cal.device,
+        "hardware": cal.hardware(node_ids),
+        "derived": {
+            "host_bandwidth": "median of host_to_device_bytes_per_s",
+            "disk_bandwidth": "median of disk_read_bytes_per_s",
+            "network_bandwidth": "configured value (live mode throttles its copies to it), checked by "
+                                 "network_copy_bytes_per_s",
+            "load_overhead_s": "median over the models of the median construct_s",
+            "gpu_flops": "geometric mean over the models of 2 · params · prompt tokens / prefill_s",
+            "gpu_memory_bandwidth": "geometric mean over the models of weights bytes / decode_step_s",
+            "warmup_s_not_modelled": cal.warmup_s if cal.models else None,
+        },
+        "measurements": [m.to_json() for m in cal.measurements.values()],
+        "models": [p.to_json() for p in cal.models],
+        "notes": list(cal.notes),
+    }

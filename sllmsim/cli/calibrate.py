@@ -1,0 +1,126 @@
+"""``sllmsim calibrate``: measure this machine and write a hardware JSON that the simulator and live mode read.
+
+The measurements live in :mod:`live.calibrate` (imported only when the command runs: they need torch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sllmsim.errors import ConfigError
+from sllmsim.units import UnitError, format_bytes, parse_bandwidth_bytes_per_s, parse_size_bytes
+
+
+def sidecar_path(hardware_path: Path) -> Path:
+    """Where the calibration details of a hardware JSON are written: ``NAME.calibration.json`` beside it."""
+    return hardware_path.with_name(hardware_path.stem + ".calibration.json")
+
+
+def _parse(option: str, parse, value):
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except UnitError as exc:
+        raise ConfigError(option, "", str(exc)) from None
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "bytes/s":
+        return f"{format_bytes(value)}/s"
+    if unit == "FLOP/s":
+        return f"{value / 1e9:,.2f} GFLOP/s"
+    return f"{value * 1e3:,.1f} ms" if abs(value) < 1 else f"{value:,.3f} s"
+
+
+def print_calibration(cal, console=None) -> None:
+    """The measurements as rich tables: median, min–max and spread of every quantity."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"Calibration of {cal.device} ({cal.device_name}, {cal.torch_threads} torch threads)",
+                  header_style="bold")
+    for col, justify in (("measurement", "left"), ("median", "right"), ("min – max", "right"),
+                         ("spread", "right"), ("n", "right")):
+        table.add_column(col, justify=justify)
+
+    def row(m) -> None:
+        table.add_row(m.label, _fmt(m.median, m.unit), f"{_fmt(m.low, m.unit)} – {_fmt(m.high, m.unit)}",
+                      f"{m.spread:.0%}", str(len(m.samples)))
+
+    for m in cal.measurements.values():
+        row(m)
+    for p in cal.models:
+        table.add_section()
+        for m in (p.to_device_s, p.construct_s, p.warmup_s, p.prefill_s, p.decode_step_s):
+            row(m)
+    console.print(table)
+    if cal.models:
+        speed = Table(title="Effective device speed per model (roofline inputs)", header_style="bold")
+        for col in ("model", "weights", "FLOP/s (prefill)", "memory B/s (decode)"):
+            speed.add_column(col, justify="left" if col == "model" else "right")
+        for p in cal.models:
+            speed.add_row(p.name, format_bytes(p.weights_bytes), _fmt(p.flops_per_s, "FLOP/s"),
+                          _fmt(p.memory_bytes_per_s, "bytes/s"))
+        speed.add_row("written (geometric mean)", "", _fmt(cal.gpu_flops, "FLOP/s"),
+                      _fmt(cal.gpu_memory_bytes_per_s, "bytes/s"), style="bold")
+        console.print(speed)
+    for note in cal.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@click.command("calibrate")
+@click.option("--storage", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model store folder: the filesystem whose disk bandwidth is measured (probe files are removed).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Hardware JSON to write (the details go to NAME.calibration.json beside it).")
+@click.option("--models", "models", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Model folders to profile (repeatable). Default: three probe OPT models of 14, 80 and 230 MB.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(2, 1000),
+              help="Repeats of every measurement.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device live mode serves on (cpu, cuda:0).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="Torch intra-op threads (CPU). Default: cores / nodes, so each node has its own share.")
+@click.option("--nodes", default="0,1", show_default=True, help="Node ids of the hardware JSON (the spec's two).")
+@click.option("--network-bandwidth", default="1Gbps", show_default=True,
+              help="Network bandwidth live mode throttles its copies to (written to the JSON; checked here).")
+@click.option("--host-size", default=None, help="host_size per node (default: 32GB capped to this machine's memory).")
+@click.option("--disk-size", default=None, help="disk_size per node (default: 128GB capped to the free disk).")
+@click.option("--probe-size", default="256MB", show_default=True, help="Size of the probe file and buffers.")
+@click.option("--prompt-tokens", default=128, show_default=True, type=click.IntRange(1, 4096),
+              help="Prompt length of the prefill measurement.")
+def calibrate(storage: Path, out: Path, models: tuple[Path, ...], repeats: int, device: str, threads: int | None,
+              nodes: str, network_bandwidth: str, host_size: str | None, disk_size: str | None, probe_size: str,
+              prompt_tokens: int) -> None:
+    """Measure this machine's storage tiers, copies, load overheads and model speed; write a hardware JSON."""
+    node_ids = [n.strip() for n in nodes.split(",") if n.strip()]
+    if not node_ids or len(set(node_ids)) != len(node_ids):
+        raise ConfigError("--nodes", "", f"expected distinct comma-separated node ids, got {nodes!r}")
+    net = _parse("--network-bandwidth", parse_bandwidth_bytes_per_s, network_bandwidth)
+    probe = _parse("--probe-size", parse_size_bytes, probe_size)
+    if probe < 1024**2:
+        raise ConfigError("--probe-size", "", f"expected at least 1MB, got {probe_size!r}")
+    host = _parse("--host-size", parse_size_bytes, host_size)
+    disk = _parse("--disk-size", parse_size_bytes, disk_size)
+
+    from rich.console import Console
+
+    from live.calibrate import calibrate as run_calibration
+    from live.calibrate import calibration_to_json
+
+    console = Console(stderr=True)
+    with console.status("calibrating") as status:
+        cal = run_calibration(storage, models, device=device, repeats=repeats, probe_bytes=probe,
+                              network_bandwidth_bytes_per_s=net, threads=threads, node_ids=node_ids,
+                              host_size_bytes=host, disk_size_bytes=disk, prompt_tokens=prompt_tokens,
+                              progress=lambda msg: status.update(f"calibrating: {msg}"))
+    print_calibration(cal, Console())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(cal.hardware(node_ids), indent=2) + "\n")
+    sidecar = sidecar_path(out)
+    sidecar.write_text(json.dumps(calibration_to_json(cal, node_ids), indent=2) + "\n")
+    click.echo(f"wrote {out} (details in {sidecar})")
