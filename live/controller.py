@@ -43,7 +43,7 @@ from live.generation import GenerationInputError, GenerationRequest
 from live.metrics_prom import GaugeState, LiveMetrics
 from live.records import LiveRecorder
 from live.store import StoreError, validate_model_name
-from live.worker import Finished, GenerationEvent, NodeWorker, PromptAccepted, TextDelta
+from live.worker import Finished, GenerationEvent, NodeWorker, PromptAccepted, TextDelta, WorkerError
 
 logger = logging.getLogger("sllmsim.live")
 
@@ -244,15 +244,20 @@ class Controller:
         store is used as it is. Either way the checkpoint is put on the disks of
         ``placement_config.local_disk``. A restored deployment reuses its stored copy.
         """
-        if store_key is not None and self.registry.is_imported(store_key):
-            return store_key, int(self.registry.model_bytes(store_key))
         field_name = "backend_config.pretrained_model_name_or_path"
+        if store_key is not None and self.registry.is_imported(store_key):
+            try:
+                await asyncio.gather(*(worker.prepare(store_key) for worker in self.workers.values()))
+            except WorkerError as exc:
+                raise ConfigError(cfg.source, field_name, str(exc)) from None
+            return store_key, int(self.registry.model_bytes(store_key))
         try:
             source = self.registry.resolve(cfg.backend_config.pretrained_model_name_or_path)
             key = source.store_name or cfg.model
             nbytes = await asyncio.to_thread(self.registry.import_model, key, source,
                                              list(cfg.placement_config.local_disk))
-        except StoreError as exc:
+            await asyncio.gather(*(worker.prepare(key) for worker in self.workers.values()))
+        except (StoreError, WorkerError) as exc:
             raise ConfigError(cfg.source, field_name, str(exc)) from None
         return key, int(nbytes)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -120,6 +121,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
 
+class _CollapseSlashes:
+    """ASGI middleware: ``//v1/models`` is ``/v1/models`` (``$LLM_SERVER_URL`` ends with a slash, so
+    ``$LLM_SERVER_URL/v1/...`` doubles it, and curl sends the path as typed)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and "//" in scope["path"]:
+            scope = dict(scope, path=re.sub("/{2,}", "/", scope["path"]))
+        await self.app(scope, receive, send)
+
+
 def _auth_dependency(api_key: str | None):
     async def check(request: Request) -> None:
         if api_key is None or request.url.path in _OPEN_PATHS:
@@ -203,6 +217,7 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
                 logger.info("wrote the run's records to %s", run_dir)
 
     app = FastAPI(title="sllmsim live", lifespan=lifespan, dependencies=[Depends(_auth_dependency(api_key))])
+    app.add_middleware(_CollapseSlashes)
     _install_error_handlers(app)
 
     def ctl(request: Request) -> Controller:

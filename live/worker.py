@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sllmsim.config.hardware import ClusterSpec, NodeSpec
-from sllmsim.errors import ConfigError
+from sllmsim.errors import ConfigError, SllmsimError
 
 from live.generation import GenerationOutput, GenerationRequest, generate
 
@@ -70,6 +70,30 @@ class Finished:
 GenerationEvent = PromptAccepted | TextDelta | Finished
 
 
+class WorkerError(SllmsimError):
+    """A checkpoint that a worker cannot serve (its config names no causal-LM architecture it knows)."""
+
+
+def import_architecture(folder) -> None:
+    """Import the transformers modeling code of the checkpoint in ``folder``.
+
+    transformers imports each architecture's module lazily, on first use; in a fresh server that
+    costs seconds, which would otherwise land in the first cold start's load time.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise WorkerError(f"{folder}: cannot read config.json ({exc})") from None
+    try:
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        raise WorkerError(f"{folder}: model type {config.model_type!r} is not a causal language model that "
+                          "this transformers version can build") from None
+
+
 class NodeWorker(ABC):
     """One node's device and storage tiers, as the controller sees them."""
 
@@ -79,6 +103,11 @@ class NodeWorker(ABC):
     @abstractmethod
     def storage_state(self) -> StorageState:
         """The node's tiers and I/O backlog now (store keys of the checkpoints it holds)."""
+
+    @abstractmethod
+    async def prepare(self, model_key: str) -> None:
+        """Get ready to load ``model_key`` (import its architecture's code), so that the first cold
+        start does not pay for it; raises :class:`WorkerError` when the checkpoint's config is unusable."""
 
     @abstractmethod
     async def load(self, instance_id: str, model_key: str, max_concurrency: int, dtype: str | None,
@@ -119,6 +148,9 @@ class LocalNodeWorker(NodeWorker):
         return StorageState(disk_models=frozenset(s.disk_models()), host_models=frozenset(s.host_models()),
                             io_backlog_s=float(s.io_backlog_s()), host_used_bytes=int(s.host_cache.used_bytes),
                             disk_used_bytes=int(s.disk_used_bytes))
+
+    async def prepare(self, model_key: str) -> None:
+        await asyncio.to_thread(import_architecture, self._storage.registry.import_path(model_key))
 
     async def load(self, instance_id: str, model_key: str, max_concurrency: int, dtype: str | None,
                    on_phase: Callable[[object], None]) -> LoadInfo:

@@ -385,3 +385,18 @@ def test_records_account_for_every_request(live):
         assert p["start_s"] <= p["end_s"]
     assert records["resolved_config"]["devices"] in ({"0": "cpu", "1": "cpu"}, {"0": "cuda", "1": "cuda"},
                                                      {"0": "cuda:0", "1": "cuda:0"})
+
+
+def test_a_checkpoint_transformers_cannot_build_is_refused_at_deploy(live, tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "odd"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "no-such-architecture"
+    (folder / "config.json").write_text(json.dumps(config))
+    response = live.deploy(spec_config("opt-2.7b", folder, model="odd"))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "backend_config.pretrained_model_name_or_path" and "config.json" in error["message"]
+    assert live.model_status("odd") is None
