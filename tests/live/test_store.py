@@ -280,3 +280,30 @@ def test_for_cluster_and_unknown_node(spec_store):
     with pytest.raises(Exception, match="unknown node"):
         spec_store.node("7")
     assert isinstance(spec_store, StoreRegistry)
+
+
+@pytest.mark.gpu
+def test_cuda_node_loads_through_a_pinned_host_cache(store_factory, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    store = store_factory(_hardware(nodes=("0",)), devices={"0": "cuda:0"})
+    store.import_model("opt-tiny", tiny_model_dir, node_ids=["0"])
+    node = store.node("0")
+    first = node.load("opt-tiny")
+    assert first.tier is Tier.DISK and first.device == "cuda:0"
+    assert all(t.device.type == "cuda" for t in [*first.model.parameters(), *first.model.buffers()])
+    cached = node.host_cache.acquire("opt-tiny")
+    assert cached is not None and cached.buffer.is_pinned()
+    node.host_cache.unuse("opt-tiny")
+
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True).to("cuda:0").eval()
+    ids = torch.tensor([[1, 17, 230, 45, 99]], device="cuda:0")
+    with torch.no_grad():
+        assert torch.equal(first.model(ids).logits, reference(ids).logits)
+
+    before = torch.cuda.memory_allocated()
+    node.release(first)
+    assert torch.cuda.memory_allocated() <= before - first.nbytes
+    second = node.load("opt-tiny", dtype="float16")
+    assert second.tier is Tier.HOST and second.model.dtype == torch.float16
+    assert _phases(second) == [(Phase.LOADING_TO_GPU, Tier.HOST)]
