@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-TRACES = REPO / "traces"
-SHARED = REPO.parent / "shared"
 
 
 def _cuda_available() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TRACES
+from repo_paths import TRACES
 from sllmsim.config.deploy import deploy_config_to_dict, load_deploy_config, parse_deploy_config
 from sllmsim.config.hardware import load_hardware, parse_hardware
 from sllmsim.errors import ConfigError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import TRACES
+from repo_paths import TRACES
 
 from sllmsim.config.trace import load_trace
 from sllmsim.invariants import check_invariants

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from repo_paths import REPO
 
 PACKAGE = REPO / "sllmsim"
 HEAVY = ("torch", "transformers", "fastapi")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TRACES
+from repo_paths import TRACES
 
 from sllmsim.cli import main
 from sllmsim.config.trace import load_trace, parse_trace

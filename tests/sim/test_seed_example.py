@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import TRACES
+from repo_paths import TRACES
 
 from sllmsim.cli import main
 from sllmsim.config.trace import load_trace
