@@ -21,14 +21,22 @@ def source_tier(node: NodeView, model_name: str) -> Tier:
     return Tier.NETWORK
 
 
+_HOST, _DISK, _NETWORK = Tier.HOST, Tier.DISK, Tier.NETWORK  # plain names: this runs once per node per decision
+
+
 def startup_estimate_s(node: NodeView, model: ModelView) -> tuple[float, Tier]:
     """Estimated seconds until ``model`` is loaded on ``node``, and the tier it would load from."""
-    tier = source_tier(node, model.name)
-    if tier is Tier.HOST:
-        bottleneck = node.host_to_gpu_bytes_per_s
-    elif tier is Tier.DISK:
-        bottleneck = min(node.disk_bandwidth_bytes_per_s, node.host_to_gpu_bytes_per_s)
-    else:
-        bottleneck = min(node.network_bandwidth_bytes_per_s, node.disk_bandwidth_bytes_per_s,
-                         node.host_to_gpu_bytes_per_s)
-    return node.io_backlog_s + node.load_overhead_s + model.size_bytes / bottleneck, tier
+    name = model.name
+    queued_s = node.io_backlog_s + node.load_overhead_s
+    bottleneck = node.host_to_gpu_bytes_per_s
+    if name in node.host_models:
+        return queued_s + model.size_bytes / bottleneck, _HOST
+    disk = node.disk_bandwidth_bytes_per_s
+    if disk < bottleneck:
+        bottleneck = disk
+    if name in node.disk_models:
+        return queued_s + model.size_bytes / bottleneck, _DISK
+    network = node.network_bandwidth_bytes_per_s
+    if network < bottleneck:
+        bottleneck = network
+    return queued_s + model.size_bytes / bottleneck, _NETWORK
