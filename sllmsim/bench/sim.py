@@ -12,10 +12,10 @@ import argparse
 import gc
 import logging
 import random
+import resource
 import time
 import timeit
 
-from sllmsim import catalog
 from sllmsim.config.trace import TraceConfig, parse_trace
 
 #: Catalogued models the benchmark deploys, with the GPUs each instance takes (A100-80GB).
@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"simulation: {sim_s:.2f} s wall ({sim_cpu_s:.2f} s CPU) = {n / sim_s:,.0f} requests/s "
           f"({sim_s / bare_s:.1f}x the bare loop's time); {done:,} completed, {cold:,} cold starts, "
           f"{len(result.phases):,} phase records, {len(result.timeseries):,} samples")
+
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (RSS) of the process: {peak_rss_mib:,.0f} MiB")
 
     per_place = time_placement()
     print(f"one storage-aware placement on a 1,000-node snapshot: {per_place * 1e6:.0f} us")

@@ -95,8 +95,10 @@ def run(trace_path: Path, out_dir: Path | None, seed: int | None, placement: str
         click.echo(str(out_dir))
         return
     if handler is not None and handler.seen > log_lines:
-        console.print(f"... {handler.seen - log_lines:,} more scheduler log lines in {out_dir / 'scheduler.log'}",
-                      markup=False, highlight=False)
+        kept = trace.simulation.scheduler_log_limit
+        capped = f" (the first {kept:,}: simulation.scheduler_log_limit)" if handler.seen >= kept else ""
+        console.print(f"... {handler.seen - log_lines:,} more scheduler log lines in {out_dir / 'scheduler.log'}"
+                      f"{capped}", markup=False, highlight=False)
     print_summary(summarize_result(result), console, title=f"{trace.name} ({trace.scheduler.placement})")
     console.print(f"run folder: {out_dir}", markup=False, highlight=False)
 
