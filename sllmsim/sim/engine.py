@@ -46,6 +46,7 @@ from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling
 from sllmsim.core.placement import logger as scheduler_logger
 from sllmsim.core.placement import make_placement_policy, place
 from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier
+from sllmsim.errors import SllmsimError
 from sllmsim.records import Phase, PhaseRecord, RequestRecord, RunResult, TimeseriesRecord
 from sllmsim.sim.links import FlowNetwork, Link
 from sllmsim.sim.roofline import Roofline, decode_steps, decode_time_s
@@ -581,6 +582,11 @@ class Simulation:
         if option is None:
             return False
         node = self.node_by_id[option.node_id]
+        if option.migration is not None or option.preemption is not None or node.free_gpus < need:
+            # The views carry no running instances, so no policy should plan to make room.
+            raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} chose node {node.node_id} "
+                               f"for {m.name} without {need} free GPUs (migration and preemption are not "
+                               "simulated yet)")
         node.free_gpus -= need
         node.dirty = True
         self._sample(now, "gpus_busy", node.node_id, node.spec.num_gpus - node.free_gpus)
