@@ -137,3 +137,22 @@ def test_cold_request_tier_names_the_instance_source_and_gpus_busy_tracks_instan
     result = run([node(num_gpus=2)], [model("m", **CACHED)], [req(0.0, "m"), req(0.0, "m")])
     busy = samples(result, "gpus_busy", "0")
     assert max(v for _, v in busy) == 2 and busy[-1][1] == 0
+
+
+def test_checkpoint_larger_than_gpu_memory_fails_with_a_reason():
+    result = run([node()], [model("huge", size="100GB")], [req(0.0, "huge")])
+    assert result.requests[0].status == "failed" and "does not fit" in result.requests[0].reason
+
+
+def test_scheduler_log_limit_caps_the_kept_lines():
+    requests = [req(float(t), "m") for t in range(0, 50, 10)]
+    result = run([node()], [model("m", **CACHED)], requests, simulation={"scheduler_log_limit": 3})
+    assert len(result.scheduler_log) == 3
+    assert all(r.status == "completed" for r in result.requests)
+
+
+def test_progress_callback_reaches_the_total():
+    seen = []
+    trace = toy_trace([node()], [model("m", **CACHED)], [req(float(t), "m") for t in range(5)])
+    simulate(trace, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (5, 5) and all(d <= t for d, t in seen)
