@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "trace": "sllmsim.cli.trace:trace",
     "compare": "sllmsim.cli.compare:compare",
     "calibrate": "sllmsim.cli.calibrate:calibrate",
+    "validate": "sllmsim.cli.validate:validate",
 }
 
 

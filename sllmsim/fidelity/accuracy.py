@@ -1,0 +1,147 @@
+"""How far the simulation is from the live run: errors over the joined tables of :mod:`sllmsim.fidelity.join`.
+
+For a quantity measured live as ``m`` and simulated as ``s``:
+
+* **absolute percentage error** (APE) = ``|s − m| / m``, reported as its median and 99th percentile
+  (numpy's linear percentile, as everywhere in sllmsim) over the paired rows;
+* **signed error** = ``s / m − 1``: its median says whether the simulator is optimistic (< 0) or
+  pessimistic (> 0).
+
+Quantities: cold-start load time (per load, grouped by the tier the live load came from), time to
+first token and end-to-end latency (per request completed on both sides, also split into warm and
+cold starts as seen live), and placement agreement: the share of paired loads placed on the same node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sllmsim.metrics import COLD_TIERS
+
+
+@dataclass(frozen=True)
+class Target:
+    """An accuracy target of the fidelity issue: ``statistic`` of ``quantity`` must stay within ``limit``."""
+
+    quantity: str
+    statistic: str
+    limit: float
+    at_most: bool = True
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None or not np.isfinite(value):
+            return None
+        return value <= self.limit if self.at_most else value >= self.limit
+
+    @property
+    def text(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.limit:.0%}"
+
+
+#: Targets: median APE of cold-start load time ≤ 10 %, of end-to-end latency ≤ 15 %; ≥ 95 % of cold
+#: starts on the same node.
+TARGETS = (
+    Target("cold-start load time", "median APE", 0.10),
+    Target("end-to-end latency", "median APE", 0.15),
+    Target("placement", "same node", 0.95, at_most=False),
+)
+
+ERROR_COLUMNS = ["quantity", "group", "n", "median_ape", "p99_ape", "median_signed_error", "live_median_s",
+                 "sim_median_s", "target", "met"]
+
+
+def ape(live: pd.Series, sim: pd.Series) -> pd.Series:
+    """Absolute percentage error ``|sim − live| / live`` (NaN where the live value is not positive)."""
+    live = live.astype(float)
+    return (sim.astype(float) - live).abs() / live.where(live > 0)
+
+
+def signed_error(live: pd.Series, sim: pd.Series) -> pd.Series:
+    """``sim / live − 1``: negative where the simulator is faster than reality."""
+    live = live.astype(float)
+    return sim.astype(float) / live.where(live > 0) - 1.0
+
+
+def _pct(values: pd.Series, q: float) -> float | None:
+    values = values.dropna().to_numpy(dtype=float)
+    return float(np.percentile(values, q)) if values.size else None
+
+
+def error_row(quantity: str, group: str, live: pd.Series, sim: pd.Series, target: Target | None = None) -> dict:
+    """One line of the error table for paired values ``live`` and ``sim``."""
+    keep = live.notna() & sim.notna()
+    live, sim = live[keep], sim[keep]
+    errors = ape(live, sim)
+    median = _pct(errors, 50)
+    return {
+        "quantity": quantity, "group": group, "n": int(errors.notna().sum()), "median_ape": median,
+        "p99_ape": _pct(errors, 99), "median_signed_error": _pct(signed_error(live, sim), 50),
+        "live_median_s": _pct(live, 50), "sim_median_s": _pct(sim, 50),
+        "target": target.text if target else "", "met": target.met(median) if target else None,
+    }
+
+
+def error_table(requests: pd.DataFrame, loads: pd.DataFrame) -> pd.DataFrame:
+    """The error table: load time per live tier, TTFT and latency overall and for warm / cold starts."""
+    load_target, latency_target = TARGETS[0], TARGETS[1]
+    rows = []
+    paired = loads[loads["paired"]]
+    rows.append(error_row("cold-start load time", "all tiers", paired["load_s_live"], paired["load_s_sim"],
+                          load_target))
+    for tier in COLD_TIERS:
+        sel = paired[paired["tier_live"] == tier]
+        rows.append(error_row("cold-start load time", tier, sel["load_s_live"], sel["load_s_sim"]))
+    done = requests[requests["completed"]]
+    cold = done["cold_start_live"].astype(bool)
+    for quantity, col, target in (("time to first token", "ttft_s", None),
+                                  ("end-to-end latency", "latency_s", latency_target)):
+        for group, sel in (("all", done), ("warm (live)", done[~cold]), ("cold start (live)", done[cold])):
+            rows.append(error_row(quantity, group, sel[f"{col}_live"], sel[f"{col}_sim"],
+                                  target if group == "all" else None))
+    return pd.DataFrame(rows, columns=ERROR_COLUMNS)
+
+
+def placement_summary(loads: pd.DataFrame) -> dict:
+    """Placement and tier agreement over paired loads, and how many loads either side had alone."""
+    paired = loads[loads["paired"]]
+    n = len(paired)
+    same = int(paired["same_node"].sum())
+    return {
+        "paired_loads": n,
+        "same_node": same,
+        "same_node_share": same / n if n else None,
+        "same_tier": int(paired["same_tier"].sum()),
+        "same_tier_share": float(paired["same_tier"].mean()) if n else None,
+        "live_only_loads": int((~loads["paired"] & loads["instance_id_live"].notna()).sum()),
+        "sim_only_loads": int((~loads["paired"] & loads["instance_id_sim"].notna()).sum()),
+    }
+
+
+def headline(requests: pd.DataFrame, loads: pd.DataFrame, errors: pd.DataFrame) -> dict:
+    """The numbers the targets speak of, with whether each is met (None when there was nothing to measure)."""
+    def pick(quantity: str, group: str, stat: str):
+        row = errors[(errors["quantity"] == quantity) & (errors["group"] == group)]
+        value = row[stat].iloc[0] if len(row) else None
+        return None if value is None or pd.isna(value) else float(value)
+
+    placement = placement_summary(loads)
+    load_med = pick("cold-start load time", "all tiers", "median_ape")
+    lat_med = pick("end-to-end latency", "all", "median_ape")
+    share = placement["same_node_share"]
+    return {
+        "requests": int(len(requests)),
+        "requests_paired": int(requests["paired"].sum()),
+        "requests_completed_both": int(requests["completed"].sum()),
+        "cold_start_load_median_ape": load_med,
+        "cold_start_load_p99_ape": pick("cold-start load time", "all tiers", "p99_ape"),
+        "ttft_median_ape": pick("time to first token", "all", "median_ape"),
+        "ttft_p99_ape": pick("time to first token", "all", "p99_ape"),
+        "latency_median_ape": lat_med,
+        "latency_p99_ape": pick("end-to-end latency", "all", "p99_ape"),
+        **{f"placement_{k}": v for k, v in placement.items()},
+        "targets": {f"{t.quantity} {t.statistic} {t.text}": t.met(v)
+                    for t, v in zip(TARGETS, (load_med, lat_med, share))},
+    }

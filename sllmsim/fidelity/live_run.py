@@ -1,0 +1,136 @@
+"""The live side of a validation: build the trace's models, serve them for real, replay the requests.
+
+The server is live mode's own (:func:`live.server.create_app`), started in this process on a free
+localhost port; the requests go over HTTP (:mod:`sllmsim.fidelity.replay`). Live mode is imported
+only when :func:`run_live` runs, so the rest of the fidelity package stays free of torch.
+
+Models that exist only as a recipe (a ``models.yaml`` beside the trace: name → width, depth, seed)
+are built with :func:`live.calibrate.build_model_folder` before the run, once per models folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sllmsim.config.deploy import deploy_config_to_dict
+from sllmsim.config.hardware import ClusterSpec
+from sllmsim.config.trace import TraceConfig
+from sllmsim.errors import ConfigError, check_keys
+from sllmsim.fidelity.pagecache import drop_tree
+from sllmsim.fidelity.replay import Outcome, deploy, fetch_records, replay
+from sllmsim.records import RunResult
+
+_RECIPE_KEYS = ("hidden_size", "num_layers", "seed", "dtype", "max_positions")
+
+
+def recipes_path(trace_path: str | Path) -> Path:
+    """Where a trace's model recipes live: ``<trace folder>/<trace name>/models.yaml``."""
+    trace_path = Path(trace_path)
+    return trace_path.parent / trace_path.stem / "models.yaml"
+
+
+def load_recipes(path: str | Path) -> dict[str, dict]:
+    """Read a model-recipe file ``{name: {hidden_size, num_layers, seed?, dtype?, max_positions?}}``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(str(path), "", f"cannot read the model recipes: {exc}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(str(path), "", "expected a mapping of model names to recipes")
+    out = {}
+    for name, recipe in raw.items():
+        if not isinstance(recipe, dict):
+            raise ConfigError(str(path), str(name), f"expected a mapping with keys {', '.join(_RECIPE_KEYS)}")
+        check_keys(recipe, _RECIPE_KEYS, str(path), f"{name}.")
+        for key in ("hidden_size", "num_layers"):
+            value = recipe.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(str(path), f"{name}.{key}", f"expected a positive integer, got {value!r}")
+        if recipe["hidden_size"] % 64:
+            raise ConfigError(str(path), f"{name}.hidden_size",
+                              f"expected a multiple of 64 (heads of width 64), got {recipe['hidden_size']}")
+        out[str(name)] = dict(recipe)
+    return out
+
+
+def build_models(recipes: dict[str, dict], models_dir: str | Path,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Build every recipe's model under ``models_dir`` (reused when already there); name → folder."""
+    from live.calibrate import ModelRecipe, build_model_folder
+
+    folders = {}
+    for name, recipe in recipes.items():
+        if progress:
+            progress(f"building model {name}")
+        folders[name] = build_model_folder(Path(models_dir) / name, ModelRecipe(**recipe)).resolve()
+    return folders
+
+
+def live_deploy_configs(trace: TraceConfig, folders: dict[str, Path]) -> list[dict]:
+    """The trace's deploy configs as live mode takes them: model folders for recipe names, and the
+    trace's initial ``storage.local_disk`` folded into each ``placement_config.local_disk``."""
+    configs = []
+    initial = trace.initial_storage()
+    for cfg in trace.models:
+        disk, host = initial[cfg.model]
+        if host:
+            raise ConfigError(trace.source, f"storage.host_memory.{cfg.model}",
+                              "live mode cannot start with a checkpoint in host memory; validate a trace "
+                              "that starts with checkpoints on disk only")
+        raw = deploy_config_to_dict(cfg)
+        raw.pop("checkpoint_size", None)  # live mode measures the stored size itself
+        source = cfg.backend_config.pretrained_model_name_or_path
+        if source in folders:
+            raw["backend_config"]["pretrained_model_name_or_path"] = str(folders[source])
+        raw["placement_config"]["local_disk"] = list(disk)
+        configs.append(raw)
+    return configs
+
+
+@dataclass
+class LiveRun:
+    """What the live run left: its records, the stored checkpoint sizes and the client's outcomes."""
+
+    result: RunResult
+    sizes_bytes: dict[str, int]
+    outcomes: list[Outcome]
+
+
+def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, folders: dict[str, Path],
+             devices: dict[str, str] | None = None, threads: int | None = None,
+             progress: Callable[[int, int], None] | None = None,
+             status: Callable[[str], None] | None = None) -> LiveRun:
+    """Serve ``trace`` live on ``cluster`` with an empty store at ``storage_dir`` and replay its requests.
+
+    The store starts empty (it is cleared first); after the deploys copy checkpoints onto the nodes'
+    disks, every store file is dropped from the page cache so that disk loads read the disk.
+    """
+    from live.calibrate import torch_threads
+    from live.records import run_result_from_json
+    from live.server import create_app, serve_in_thread
+
+    say = status or (lambda _msg: None)
+    if trace.scheduler.autoscale != "concurrency":
+        raise ConfigError(trace.source, "scheduler.autoscale",
+                          f"live mode scales on concurrency only, got {trace.scheduler.autoscale!r}")
+    storage_dir = Path(storage_dir)
+    shutil.rmtree(storage_dir, ignore_errors=True)
+    storage_dir.mkdir(parents=True)
+    configs = live_deploy_configs(trace, folders)
+    with torch_threads(threads):
+        app = create_app(cluster, storage_dir, devices=devices, placement=trace.scheduler.placement)
+        with serve_in_thread(app) as url:
+            say(f"deploying {len(configs)} model(s) on {url}")
+            sizes = deploy(url, configs)
+            drop_tree([storage_dir])
+            say(f"replaying {len(trace.requests)} requests")
+            outcomes = replay(url, trace.requests, progress=progress)
+            records = fetch_records(url)
+    result = run_result_from_json(records, name=f"{trace.name}-live")
+    return LiveRun(result=result, sizes_bytes=sizes, outcomes=outcomes)
