@@ -59,7 +59,7 @@ def experiment(experiment_file: Path, jobs: int | None, ray_address: str | None,
                   f"{sim_s:.1f} s (runs took {sum(run.wall_s):.1f} s of worker time)")
 
     table = Table(title=f"{spec.name}: means over {len(spec.seeds)} seeds")
-    keys = spec.variation_keys
+    keys = spec.config_keys
     metrics = ("latency_mean_s", "latency_p99_s", "cold_start_ratio", "gpu_seconds")
     for col in (*keys, *metrics):
         table.add_column(col, justify="left" if col in keys else "right")

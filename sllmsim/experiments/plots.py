@@ -19,7 +19,7 @@ _LABELS = {
     "latency_p50_s": "p50 latency (s)",
     "latency_p99_s": "p99 latency (s)",
     "latency_mean_s": "mean latency (s)",
-    "cold_start_ratio": "cold-start ratio (cold starts / requests)",
+    "cold_start_ratio": "cold-start ratio (of requests)",
     "gpu_seconds": "GPU-seconds (GPU·s)",
 }
 
@@ -69,8 +69,9 @@ def plot_vs_rate(summary: pd.DataFrame, rate_key: str, policy_key: str | None, r
 
 def plot_keep_alive_tradeoff(summary: pd.DataFrame, keep_alive_key: str, policy_key: str | None,
                              y_metric: str = "latency_p99_s", x_metric: str = "gpu_seconds",
-                             title: str = "Keep-alive trade-off") -> Figure:
-    """p99 latency against GPU-seconds, one point per keep-alive value (labelled), one line per policy."""
+                             title: str = "Keep-alive trade-off", legend_title: str | None = None) -> Figure:
+    """p99 latency against GPU-seconds, one point per keep-alive value (labelled), one line per
+    value of ``policy_key`` (a column of ``summary``)."""
     fig = Figure(figsize=(7.5, 5.0), layout="constrained")
     ax = fig.subplots()
     groups = summary.groupby(policy_key, sort=False) if policy_key else [("all", summary)]
@@ -84,12 +85,18 @@ def plot_keep_alive_tradeoff(summary: pd.DataFrame, keep_alive_key: str, policy_
             ax.annotate(f"{ka:g} s" if isinstance(ka, (int, float)) else str(ka), (xi, yi),
                         textcoords="offset points", xytext=(5, 5), fontsize=8, color=f"C{i % 10}")
     ax.set_xlabel(metric_label(x_metric))
-    ax.set_ylabel(metric_label(y_metric))
-    ax.grid(True, alpha=0.3)
+    ax.grid(True, alpha=0.3, which="both")
     ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.legend(title=policy_key, fontsize=8)
-    ax.set_title(f"{title}: labels are {keep_alive_key} (mean, 95% CI over seeds)")
+    ys = summary[f"{y_metric}_mean"].astype(float)
+    if ys.min() > 0 and ys.max() / ys.min() > 30:
+        # Long keep-alives can cost orders of magnitude more latency; a log axis keeps the short ones readable.
+        ax.set_yscale("log")
+        ax.set_ylabel(metric_label(y_metric) + " — log scale")
+    else:
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(metric_label(y_metric))
+    ax.legend(title=legend_title if legend_title is not None else policy_key, fontsize=8)
+    ax.set_title(f"{title}: point labels are {keep_alive_key} (mean, 95% CI over seeds)")
     return fig
 
 

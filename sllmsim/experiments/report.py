@@ -67,7 +67,8 @@ def _tidy_column(col: pd.Series) -> pd.Series:
     values = col.tolist()
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return pd.Series(values, dtype=float if any(isinstance(v, float) for v in values) else "int64")
-    return pd.Series(["" if v is None else str(v) for v in values], dtype=object)
+    missing = [v is None or (isinstance(v, float) and math.isnan(v)) for v in values]
+    return pd.Series(["" if m else str(v) for v, m in zip(values, missing)], dtype=object)
 
 
 def write_report(run: ExperimentRun, out_dir: Path, command: str) -> list[Path]:
@@ -76,7 +77,7 @@ def write_report(run: ExperimentRun, out_dir: Path, command: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = run.spec
     table = results_table(run)
-    keys = spec.variation_keys
+    keys = spec.config_keys
     opts = spec.report
     metrics = [m for m in opts.table_metrics if m in SCALAR_KEYS]
     summary = summarize_by(table, keys, list(SCALAR_KEYS))
@@ -119,13 +120,12 @@ def write_report(run: ExperimentRun, out_dir: Path, command: str) -> list[Path]:
     figures.append(("start_tiers.png", "Cold-start breakdown by tier",
                     plot_start_tiers(pooled, title=f"Where each request's instance started — {ref_text}, seeds pooled")))
     if opts.keep_alive_key and opts.keep_alive_key != policy:
-        ka_ref = {k: v for k, v in reference.items() if k != opts.keep_alive_key}
-        idx = _at_reference(run, table, ka_ref)
-        ka_summary = summarize_by(table.loc[idx], [k for k in (policy, opts.keep_alive_key) if k],
-                                  ["latency_p99_s", "gpu_seconds"])
+        others = [k for k in keys if k != opts.keep_alive_key]
+        ka_summary = summarize_by(table, others + [opts.keep_alive_key], ["latency_p99_s", "gpu_seconds"])
+        ka_summary["curve"] = _curve_labels(ka_summary, others)
         figures.append(("keep_alive_tradeoff.png", "Keep-alive trade-off: p99 latency vs GPU-seconds",
-                        plots.plot_keep_alive_tradeoff(ka_summary, opts.keep_alive_key, policy,
-                                                       title=f"Keep-alive trade-off — {_describe(ka_ref)}")))
+                        plots.plot_keep_alive_tradeoff(ka_summary, opts.keep_alive_key, "curve",
+                                                       legend_title=", ".join(others) or None)))
     figures.append(("busy_gpus.png", "Instances and busy GPUs over time",
                     plot_busy_gpus(first_seed_ts, title=f"Instances and busy GPUs over time — {ref_text}, "
                                                         f"seed {spec.seeds[0]}")))
@@ -222,7 +222,7 @@ def _metric_head(metric: str) -> str:
 def _markdown(run: ExperimentRun, table: pd.DataFrame, summary: pd.DataFrame, metrics: list[str],
               figures: list, reference: dict, command: str) -> str:
     spec = run.spec
-    keys = spec.variation_keys
+    keys = spec.config_keys
     n_configs = len(summary)
     out = [f"# Experiment: {spec.name}", ""]
     if spec.description:
@@ -266,6 +266,8 @@ def _markdown(run: ExperimentRun, table: pd.DataFrame, summary: pd.DataFrame, me
 
     if spec.report.compare:
         out += _comparison(spec, table)
+    if spec.report.keep_alive_key and spec.report.keep_alive_key != spec.report.policy_key:
+        out += _keep_alive_summary(spec, summary)
 
     out += ["## Invariants", ""]
     violations = run.violations
@@ -300,36 +302,76 @@ def _markdown(run: ExperimentRun, table: pd.DataFrame, summary: pd.DataFrame, me
     return "\n".join(out)
 
 
+def _curve_labels(summary: pd.DataFrame, keys: list[str]) -> list[str]:
+    """One label per row naming its values of ``keys`` (the first bare, the rest as key=value)."""
+    labels = []
+    for _, row in summary.iterrows():
+        parts = [str(row[k]) if i == 0 else f"{k}={row[k]}" for i, k in enumerate(keys)]
+        labels.append(", ".join(parts) or "all runs")
+    return labels
+
+
+def _keep_alive_summary(spec: ExperimentSpec, summary: pd.DataFrame) -> list[str]:
+    ka = spec.report.keep_alive_key
+    others = [k for k in spec.config_keys if k != ka]
+    out = ["## Keep-alive trade-off", "",
+           f"For each {', '.join(others) or 'run'}: the `{ka}` with the lowest mean and the lowest p99 latency, "
+           f"and the GPU-seconds spent at the shortest `{ka}` and at the one with the lowest p99 latency.", ""]
+    header = others + [f"best {ka} for mean latency", "mean latency (s)", f"best {ka} for p99 latency",
+                       "p99 latency (s)", f"GPU·s: shortest {ka} → best for p99"]
+    rows = []
+    groups = summary.groupby(others, sort=False) if others else [((), summary)]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        group = group.sort_values(ka)
+        best_mean = group.loc[group["latency_mean_s_mean"].astype(float).idxmin()]
+        best_p99 = group.loc[group["latency_p99_s_mean"].astype(float).idxmin()]
+        rows.append([str(v) for v in values] + [
+            str(best_mean[ka]), _pm(best_mean["latency_mean_s_mean"], best_mean["latency_mean_s_ci95"]),
+            str(best_p99[ka]), _pm(best_p99["latency_p99_s_mean"], best_p99["latency_p99_s_ci95"]),
+            f"{fmt(group.iloc[0]['gpu_seconds_mean'])} → {fmt(best_p99['gpu_seconds_mean'])}"])
+    return out + [_md_table(header, rows), ""]
+
+
 def _comparison(spec: ExperimentSpec, table: pd.DataFrame) -> list[str]:
     comp = spec.report.compare
     key, ref = comp.key, comp.reference
     col_ref = _tidy_value(table[key], ref)
     others = [v for v in dict.fromkeys(table[key].tolist()) if v != col_ref]
-    match = [k for k in spec.variation_keys if k != key]
+    match = [k for k in spec.config_keys if k != key]
+    where = f" (one row per {', '.join(match)})" if match else ""
     out = [f"## Comparison: `{key} = {ref}` against the others", "",
-           f"Paired by seed (each pair saw the same arrivals): the difference other − {ref} and its 95% CI. "
-           f"A difference whose interval excludes 0 is marked *higher* or *lower*; otherwise *unclear*.", ""]
+           f"Paired by seed (each pair saw the same arrivals): the difference other − {ref} and its 95% CI"
+           f"{where}. A difference whose interval excludes 0 is marked *higher* or *lower* (the other "
+           f"{key} against {ref}); otherwise *unclear*.", ""]
     verdicts = []
     for metric in comp.metrics:
         header = match + [f"other {key}", f"{ref}", "other", "other − ref", "relative", "verdict"]
         rows = []
-        wins = sig_wins = sig_losses = total = 0
         for other in others:
             diff = paired_difference(table, key, col_ref, other, metric, match)
+            lower = sig_lower = sig_higher = 0
             for _, row in diff.iterrows():
                 verdict = significance(row["diff_mean"], row["diff_ci95"])
-                total += 1
-                if row["diff_mean"] is not None and row["diff_mean"] > 0:
-                    wins += 1
-                sig_wins += verdict == "higher"
-                sig_losses += verdict == "lower"
+                lower += bool(row["diff_mean"] is not None and row["diff_mean"] > 0)
+                sig_lower += verdict == "higher"
+                sig_higher += verdict == "lower"
                 rows.append([str(row[k]) for k in match] + [
                     str(other), fmt(row["reference_mean"]), fmt(row["other_mean"]),
                     _pm(row["diff_mean"], row["diff_ci95"]),
                     "—" if row["relative"] is None or pd.isna(row["relative"]) else f"{row['relative']:+.0%}",
                     verdict])
+            if len(diff) == 1:
+                row = diff.iloc[0]
+                verdict = significance(row["diff_mean"], row["diff_ci95"])
+                rel = "" if row["relative"] is None or pd.isna(row["relative"]) else f"{row['relative']:+.0%}, "
+                words = {"higher": "significantly higher", "lower": "significantly lower",
+                         "unclear": "not significant"}[verdict]
+                verdicts.append(f"- **{metric}** with `{other}` against `{ref}`: {rel}{words}.")
+            else:
+                verdicts.append(f"- **{metric}**: `{ref}` is lower than `{other}` in {lower} of {len(diff)} "
+                                f"configurations (significantly in {sig_lower}); significantly higher in "
+                                f"{sig_higher}.")
         out += [f"### {metric}", "", _md_table(header, rows), ""]
-        verdicts.append(f"- **{metric}**: `{ref}` is lower than the other {key} in {wins} of {total} paired "
-                        f"comparisons; significantly lower in {sig_wins}, significantly higher in {sig_losses}.")
-    out += ["### Verdict", ""] + verdicts + [""]
+    out += ["### Verdict", "", "Computed from the tables above on every regeneration:", ""] + verdicts + [""]
     return out

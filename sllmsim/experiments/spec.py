@@ -220,7 +220,14 @@ class ExperimentSpec:
     """The base trace's path as written in the experiment file (``None`` when inline)."""
 
     @property
+    def config_keys(self) -> list[str]:
+        """The keys that name a configuration: ``case`` (when there are cases) and the grid keys.
+        The values that cases set follow from the case name."""
+        return (["case"] if self.cases else []) + [k for k, _ in self.grid]
+
+    @property
     def variation_keys(self) -> list[str]:
+        """Every key a point sets: :attr:`config_keys` plus the keys that only cases set."""
         keys = ["case"] if self.cases else []
         keys += [k for k, _ in self.grid]
         for _, overrides in self.cases:
@@ -449,7 +456,7 @@ def _parse_report(value: Any, spec: ExperimentSpec, source: str) -> ReportOption
     if not isinstance(value, Mapping):
         raise ConfigError(source, "report", "expected a mapping")
     check_keys(value, _REPORT_KEYS, source, "report.")
-    keys = spec.variation_keys
+    keys = spec.config_keys
     grid_keys = [k for k, _ in spec.grid]
 
     def pick(name: str, defaults: tuple[str, ...]) -> str | None:
