@@ -78,6 +78,24 @@ def check_model_name(name: str, source: str, field: str = "model") -> None:
         raise ConfigError(source, field, str(exc)) from None
 
 
+class _ImportProgress:
+    """Logs a long import's progress every 10% (called from the import thread)."""
+
+    #: Imports smaller than this finish too fast to be worth a progress line.
+    MIN_BYTES = 256 * 1024**2
+
+    def __init__(self, model: str):
+        self.model = model
+        self.next_tenth = 1
+
+    def __call__(self, done_bytes: int, total_bytes: int) -> None:
+        if total_bytes < self.MIN_BYTES:
+            return
+        while done_bytes * 10 >= self.next_tenth * total_bytes and self.next_tenth <= 10:
+            logger.info("importing %s: %d%% of %.2f GiB", self.model, self.next_tenth * 10, total_bytes / 1024**3)
+            self.next_tenth += 1
+
+
 @dataclass(eq=False)
 class Instance:
     """One loaded (or loading) copy of a deployment's model on one node."""
@@ -255,7 +273,7 @@ class Controller:
             source = self.registry.resolve(cfg.backend_config.pretrained_model_name_or_path)
             key = source.store_name or cfg.model
             nbytes = await asyncio.to_thread(self.registry.import_model, key, source,
-                                             list(cfg.placement_config.local_disk))
+                                             list(cfg.placement_config.local_disk), _ImportProgress(key))
             await asyncio.gather(*(worker.prepare(key) for worker in self.workers.values()))
         except (StoreError, WorkerError) as exc:
             raise ConfigError(cfg.source, field_name, str(exc)) from None
@@ -367,6 +385,7 @@ class Controller:
             return Ticket(rec, inst, cold_start=False)
         waiter = Waiter(self._loop.create_future(), rec)
         dep.queue.append(waiter)
+        self._dispatch(dep)  # in case the queue held only requests whose clients had gone
         self._rescale(dep)
         try:
             inst = await waiter.future

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -122,3 +123,49 @@ def test_failed_loads_answer_5xx_free_the_slot_and_the_server_goes_on(tmp_path, 
         metrics = http.get("/metrics").text
         assert 'sllmsim_load_failures_total{model="broken"} 2.0' in metrics
         wait_until(lambda: http.get("/status").json()["nodes"][1]["gpus_used"] == 0, what="release of healthy")
+
+
+def test_scale_out_under_concurrency_up_to_max_instances(tmp_path, tiny_model_factory):
+    """Three GPUs on node 0 and a slow network: four requests at once ask for four instances, the
+    autoscaler allows two (max_instances), and the two serve all four."""
+    hardware = json.loads(HARDWARE.read_text())
+    hardware["0"]["num_gpus"] = 3
+    hardware["0"]["network_bandwidth"] = "16Mbps"  # ~0.4 s to copy a tiny checkpoint: all four arrive meanwhile
+    app = create_app(parse_hardware(hardware, "three-GPU hardware"), tmp_path / "models", devices=CPU)
+    with serve_in_thread(app) as url:
+        cfg = spec_config("opt-2.7b", tiny_model_factory("opt"), auto_scaling_config__max_instances=2)
+        assert httpx.post(f"{url}/register", json=cfg, timeout=60).status_code == 200
+        aclient = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+        async def burst():
+            try:
+                return await asyncio.gather(*(aclient.chat.completions.create(
+                    model="opt-2.7b", messages=MESSAGES, max_tokens=4, seed=i) for i in range(4)))
+            finally:
+                await aclient.close()
+
+        replies = asyncio.run(burst())
+        assert len(replies) == 4
+        records = httpx.get(f"{url}/records").json()
+        assert [r["status"] for r in records["requests"]] == ["completed"] * 4
+        assert len({r["instance_id"] for r in records["requests"]}) <= 2
+        assert max(s["value"] for s in records["timeseries"] if s["metric"] == "instances") == 2
+        allocations = [line for line in records["scheduler_log"] if line.startswith("Allocated")]
+        assert allocations == ["Allocated node 0 for model opt-2.7b"] * 2
+
+
+def test_min_instances_are_started_at_deploy(tmp_path, tiny_model_dir):
+    app = create_app(load_hardware(HARDWARE), tmp_path / "models", devices=CPU)
+    with serve_in_thread(app) as url:
+        cfg = spec_config("opt-1.3b", tiny_model_dir, auto_scaling_config__min_instances=1)
+        assert httpx.post(f"{url}/register", json=cfg, timeout=60).status_code == 200
+
+        def instances():
+            return httpx.get(f"{url}/status").json()["models"][0]["instances"]
+
+        wait_until(lambda: [(i["node"], i["phase"]) for i in instances()] == [("1", "idle")], what="warm instance")
+        reply = _openai(url).chat.completions.create(model="opt-1.3b", messages=MESSAGES, max_tokens=2)
+        assert reply.choices[0].message.content is not None
+        served = httpx.get(f"{url}/records").json()["requests"][0]
+        assert not served["cold_start"] and served["tier"] == "gpu"
+        assert [(i["node"], i["phase"]) for i in instances()] == [("1", "idle")]  # kept: min_instances 1
