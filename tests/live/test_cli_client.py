@@ -114,3 +114,29 @@ def test_client_and_live_commands_import_no_torch_or_fastapi():
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_spec_steps_with_its_config_files_unchanged(tmp_path, tiny_model_factory, capsys, monkeypatch, caplog):
+    """Hub names resolve from the store: with checkpoints imported under `facebook/opt-*`, the spec's
+    deploy files, requests and delete command work as written (sllmsim for sllm-cli)."""
+    from live.store import StoreRegistry
+
+    storage = tmp_path / "models"
+    store = StoreRegistry(storage)
+    store.import_model("facebook/opt-2.7b", tiny_model_factory("opt"))
+    store.import_model("facebook/opt-1.3b", tiny_model_factory("llama"))
+    caplog.set_level("INFO", logger="sllmsim.scheduler")
+    app = create_app(load_hardware(HARDWARE), storage, devices={"0": "cpu", "1": "cpu"})
+    with serve_in_thread(app) as url:
+        monkeypatch.setenv("LLM_SERVER_URL", url + "/")
+        for name in ("config-opt-2.7b.json", "config-opt-1.3b.json"):
+            assert main(["deploy", "--config", str(REPO / "traces" / name)]) == 0
+        for model in ("opt-2.7b", "opt-1.3b"):
+            reply = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={"model": model, "messages": MESSAGES})
+            assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["role"] == "assistant"
+        logged = [r.getMessage() for r in caplog.records if r.name == "sllmsim.scheduler"]
+        assert [line for line in logged if line.startswith("Allocated")] == [
+            "Allocated node 0 for model opt-2.7b", "Allocated node 1 for model opt-1.3b"]
+        assert main(["delete", "facebook/opt-1.3b", "facebook/opt-2.7b"]) == 0
+        assert "deleted opt-1.3b" in capsys.readouterr().out
+        assert httpx.get(f"{url}/v1/models").json()["data"] == []
