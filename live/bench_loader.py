@@ -75,7 +75,9 @@ def build_checkpoint(folder: Path, size_gb: float, seed: int = 0) -> Path:
         weights[name] = (torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.02).to(torch.float16)
     model.load_state_dict(weights, assign=True, strict=False)
     model.tie_weights()
+    transformers.utils.logging.disable_progress_bar()
     model.save_pretrained(folder, max_shard_size="5GB")
+    transformers.utils.logging.enable_progress_bar()
     for path in folder.iterdir():
         with open(path, "rb+") as fh:
             os.fsync(fh.fileno())  # dirty pages cannot be dropped from the page cache
@@ -266,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
                 results.setdefault((name, state), []).append(timed(methods[name]))
 
     print()
+    if not residency["cold"]:
+        print("page-cache residency not checked (util-linux `fincore` is not installed)")
     for state, shares in residency.items():
         if shares:
             print(f"{state}: {min(shares):.0%}..{max(shares):.0%} of the file's pages were in the page cache "

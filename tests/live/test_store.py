@@ -307,3 +307,9 @@ def test_cuda_node_loads_through_a_pinned_host_cache(store_factory, tiny_model_d
     second = node.load("opt-tiny", dtype="float16")
     assert second.tier is Tier.HOST and second.model.dtype == torch.float16
     assert _phases(second) == [(Phase.LOADING_TO_GPU, Tier.HOST)]
+
+
+def test_loading_a_model_never_imported_is_a_clear_error(spec_store):
+    with pytest.raises(ModelNotFoundError, match="neither in the import area"):
+        spec_store.node("0").load("never-imported")
+    assert spec_store.node("0").io_backlog_s() == 0
