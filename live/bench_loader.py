@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         if shares:
             print(f"{state}: {min(shares):.0%}..{max(shares):.0%} of the file's pages were in the page cache "
                   "before each run (fincore)")
-    header = f"{'method':<24} {'cache':<5} {'median s':>9} {'min s':>7} {'GB/s':>7} {'% of raw':>9} {'x from_pretrained':>18}"
+    header = (f"{'method':<24} {'cache':<5} {'median s':>9} {'min s':>7} {'GB/s':>7} {'% of raw':>9} "
+              f"{'x from_pretrained':>18}")
     print(header)
     print("-" * len(header))
     for state in ("cold", "warm"):
