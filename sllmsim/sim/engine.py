@@ -596,7 +596,7 @@ class Simulation:
         inst.node_id = node.node_id
         inst.roof = roof = m.roofline(node)
         inst.kv_s = roof.kv_s_per_token
-        self.env.process(self._load(inst, node, now))
+        self._begin_load(inst, node, now)
         return True
 
     def _place_pending(self, now: float) -> None:
@@ -615,8 +615,9 @@ class Simulation:
 
     # ---------------------------------------------------------------------------------------- loading
 
-    def _load(self, inst: Instance, node: NodeState, now: float):
-        env = self.env
+    def _begin_load(self, inst: Instance, node: NodeState, now: float) -> None:
+        """Reserve space and start the transfer now, so the next decision at this instant already
+        sees this load in the node's backlog; a process carries it through the remaining stages."""
         m = inst.model
         model = m.name
         size = m.size_bytes
@@ -645,22 +646,31 @@ class Simulation:
         node.dirty = True
         self._phase(inst, stages[0][1], now)
         if self.sequential:
+            first = self.flows.transfer((stages[0][0],), size)
+        else:
+            # One stream through every tier at once: its rate is the slowest link's share.
+            first = self.flows.transfer(tuple(link for link, _ in stages), size)
+        self.env.process(self._load(inst, node, tier, stages, writes, first))
+
+    def _load(self, inst: Instance, node: NodeState, tier: Tier, stages, writes: dict[str, TierStore], first):
+        env = self.env
+        model = inst.model.name
+        if self.sequential:
             for i, (link, phase) in enumerate(stages):
                 if i:
                     self._phase(inst, phase, env.now)
-                yield self.flows.transfer((link,), size)
+                yield self.flows.transfer((link,), inst.model.size_bytes) if i else first
                 store = writes.pop(phase, None)
                 if store is not None:
                     store.finish(model)  # this tier's copy is complete before the next one reads it
         else:
-            # One stream through every tier at once: its rate is the slowest link's share.
-            yield self.flows.transfer(tuple(link for link, _ in stages), size)
+            yield first
             for store in writes.values():
                 store.finish(model)
         if tier is Tier.HOST:
-            host.unpin(model)
+            node.host.unpin(model)
         elif tier is Tier.DISK:
-            disk.unpin(model)
+            node.disk.unpin(model)
         if node.spec.load_overhead_s:
             yield env.timeout(node.spec.load_overhead_s)
         node.loading -= 1

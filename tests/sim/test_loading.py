@@ -114,3 +114,13 @@ def test_checkpoint_too_big_for_host_memory_streams_through_without_caching():
                  [req(0.0, "m"), req(10.0, "m")])
     assert [r.tier for r in result.requests] == ["disk", "disk"]
     assert samples(result, "host_used_bytes", "0") == [(0.0, 0)]
+
+
+def test_a_placement_sees_the_load_started_by_the_one_before_it_at_the_same_instant():
+    nodes = [node(num_gpus=2), node(num_gpus=2)]
+    models = [model("a", placement_config={"local_disk": ["0", "1"]}),
+              model("b", placement_config={"local_disk": ["0", "1"]})]
+    result = run(nodes, models, [req(0.0, "a"), req(0.0, "b")])
+    # a goes to node 0 (a tie broken by node id); b then finds node 0's disk 2 s deep in work.
+    assert result.scheduler_log[2] == "Sorted scheduling options: [('1', 2.0), ('0', 4.0)]"
+    assert [r.node for r in result.requests] == ["0", "1"]
