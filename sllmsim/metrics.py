@@ -79,7 +79,8 @@ def _pct_metrics(stem: str, what: str, unit: str, pcts: tuple[int, ...], per_mod
 
 _LATENCY = "finish − arrival, over completed requests"
 _TTFT = "first token − arrival, over completed requests"
-_QUEUEING = "queued until − arrival (time until an instance began serving it, cold-start wait included), over served requests"
+_QUEUEING = ("queued until − arrival (time until an instance began serving it, cold-start wait included), "
+             "over served requests")
 
 #: Every metric of ``summary.json``, in the order the terminal and README tables show them.
 METRICS: tuple[Metric, ...] = (
@@ -273,7 +274,8 @@ def step_integral(timeseries: pd.DataFrame, metric: str, end_s: float) -> pd.Ser
     return (df["value"] * width).groupby(df["key"], sort=True).sum()
 
 
-def step_bin_means(series: pd.DataFrame, end_s: float, bins: int, start_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def step_bin_means(series: pd.DataFrame, end_s: float, bins: int,
+                   start_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Time-weighted means of a step function (``time_s``, ``value``, as from :func:`step_total`) over
     ``bins`` equal bins from ``start_s`` to ``end_s``: returns ``(edges, means)``.
 
