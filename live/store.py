@@ -308,9 +308,9 @@ class StoreRegistry:
                 return ModelSource(node.model_dir(name), name)
         raise ModelNotFoundError(
             f"model {value!r} is not in the store at {self.root} and there is no model hub access. Import it: "
-            f"download it elsewhere (e.g. `huggingface-cli download {value} --local-dir DIR`), then set "
-            "pretrained_model_name_or_path to that folder in the deploy config (or copy the safetensors folder to "
-            f"{path})")
+            f"download it elsewhere (e.g. `huggingface-cli download {value} --local-dir DIR`), then run "
+            f"`sllmsim import {value} DIR --storage {self.root}` (or set pretrained_model_name_or_path to DIR "
+            "in the deploy config)")
 
     def model_bytes(self, model: str) -> int:
         """Checkpoint bytes of ``model`` as stored (0 when it is nowhere in the store)."""

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "delete": "sllmsim.cli.client:delete",
     "status": "sllmsim.cli.client:status",
     "make-tiny-model": "sllmsim.cli.make_tiny_model:make_tiny_model",
+    "import": "sllmsim.cli.store_import:import_model",
     "experiment": "sllmsim.cli.experiment:experiment",
     "trace": "sllmsim.cli.trace:trace",
     "compare": "sllmsim.cli.compare:compare",
