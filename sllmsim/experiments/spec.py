@@ -32,6 +32,7 @@ the arrivals as well as of the policies' random choices.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Mapping
@@ -347,7 +348,7 @@ def parse_experiment(raw: Any, base_dir: Path | str = ".", source: str = "<exper
                           report=ReportOptions(), description=description,
                           trace_path=trace_value if isinstance(trace_value, str) else None)
     report = _parse_report(raw.get("report", {}), spec, source)
-    return ExperimentSpec(**{**spec.__dict__, "report": report})
+    return dataclasses.replace(spec, report=report)
 
 
 def _check_variation_key(key: Any, requests: Mapping | None, source: str, where: str) -> None:
