@@ -231,6 +231,14 @@ def _markdown(run: ExperimentRun, table: pd.DataFrame, summary: pd.DataFrame, me
             f"{len(spec.seeds)} seeds); results are cached by configuration, so an unchanged point is not re-run.",
             ""]
 
+    comparison, verdicts = _comparison(spec, table) if spec.report.compare else ([], [])
+    if verdicts:
+        comp = spec.report.compare
+        out += ["## Verdict", "",
+                f"`{comp.key} = {comp.reference}` against the others, from the seed-paired comparison below "
+                "(recomputed on every regeneration; \"significantly\" = the 95% CI of the paired difference "
+                "excludes 0):", ""] + verdicts + [""]
+
     out += ["## Set-up", ""]
     where = f"`{spec.trace_path}`" if spec.trace_path else "inline in the experiment file"
     out.append(f"- Base trace: {where}, scheduler `{spec.trace.get('scheduler', 'storage_aware')}` "
@@ -265,7 +273,7 @@ def _markdown(run: ExperimentRun, table: pd.DataFrame, summary: pd.DataFrame, me
     out.append("")
 
     if spec.report.compare:
-        out += _comparison(spec, table)
+        out += comparison
     if spec.report.keep_alive_key and spec.report.keep_alive_key != spec.report.policy_key:
         out += _keep_alive_summary(spec, summary)
 
@@ -333,7 +341,8 @@ def _keep_alive_summary(spec: ExperimentSpec, summary: pd.DataFrame) -> list[str
     return out + [_md_table(header, rows), ""]
 
 
-def _comparison(spec: ExperimentSpec, table: pd.DataFrame) -> list[str]:
+def _comparison(spec: ExperimentSpec, table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The comparison section and its one-line verdicts (which the report puts at the top)."""
     comp = spec.report.compare
     key, ref = comp.key, comp.reference
     col_ref = _tidy_value(table[key], ref)
@@ -373,5 +382,4 @@ def _comparison(spec: ExperimentSpec, table: pd.DataFrame) -> list[str]:
                                 f"configurations (significantly in {sig_lower}); significantly higher in "
                                 f"{sig_higher}.")
         out += [f"### {metric}", "", _md_table(header, rows), ""]
-    out += ["### Verdict", "", "Computed from the tables above on every regeneration:", ""] + verdicts + [""]
-    return out
+    return out, verdicts

@@ -79,7 +79,7 @@ def test_small_grid_writes_the_report_folder(tmp_path):
 
     report = (out / REPORT_MD).read_text()
     assert "# Experiment: small" in report and "95% CI over 2 seeds" in report
-    assert "## Comparison: `scheduler = storage_aware`" in report and "### Verdict" in report
+    assert "## Comparison: `scheduler = storage_aware`" in report and "## Verdict" in report
     assert "held on all 4 runs" in report
     assert "![Latency CDF per scheduler](latency_cdf.png)" in report
 
