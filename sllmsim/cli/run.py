@@ -60,7 +60,7 @@ def run(trace_path: Path, out_dir: Path | None, seed: int | None, placement: str
     from sllmsim.config.trace import load_trace
     from sllmsim.core.placement import logger as scheduler_logger
     from sllmsim.errors import ConfigError, SllmsimError
-    from sllmsim.metrics import summarize_result
+    from sllmsim.metrics import read_summary
     from sllmsim.output import default_run_dir, print_summary, write_run_folder
     from sllmsim.registry import resolve
     from sllmsim.sim import simulate
@@ -99,7 +99,8 @@ def run(trace_path: Path, out_dir: Path | None, seed: int | None, placement: str
         capped = f" (the first {kept:,}: simulation.scheduler_log_limit)" if handler.seen >= kept else ""
         console.print(f"... {handler.seen - log_lines:,} more scheduler log lines in {out_dir / 'scheduler.log'}"
                       f"{capped}", markup=False, highlight=False)
-    print_summary(summarize_result(result), console, title=f"{trace.name} ({trace.scheduler.placement})")
+    # The summary just written to summary.json: the terminal and the file always agree.
+    print_summary(read_summary(out_dir), console, title=f"{trace.name} ({trace.scheduler.placement})")
     console.print(f"run folder: {out_dir}", markup=False, highlight=False)
 
 
