@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from live.generation import GenerationRequest, SamplingParams, generate
-from live.loader import HostCheckpoint, allocate_host_buffer, build_model, read_checkpoint, to_device, views
+from live.loader import HostCheckpoint, allocate_host_buffer, build_model, read_checkpoint, to_device
 from live.store import copy_checkpoint
 from sllmsim.config.hardware import GPU_TYPES
 from sllmsim.errors import ConfigError
@@ -187,9 +187,9 @@ class Calibration:
         """The hardware JSON (spec keys plus the simulator's optional ones), one entry per node."""
         m = self.measurements
         node = {
-            "host_size": f"{self.host_size_bytes // _GiB}GB",
+            "host_size": size_text(self.host_size_bytes),
             "host_bandwidth": rate_text(m["host_to_device_bytes_per_s"].median),
-            "disk_size": f"{self.disk_size_bytes // _GiB}GB",
+            "disk_size": size_text(self.disk_size_bytes),
             "disk_bandwidth": rate_text(m["disk_read_bytes_per_s"].median),
             "network_bandwidth": rate_text(self.network_bandwidth_bytes_per_s),
             "num_gpus": 1,
@@ -204,6 +204,13 @@ class Calibration:
 
 def _geomean(values: Sequence[float]) -> float:
     return float(math.exp(statistics.fmean(math.log(v) for v in values)))
+
+
+def size_text(nbytes: int) -> str:
+    """A size in the hardware JSON's binary units: whole GB where it is one, else whole MB (rounded down)."""
+    if nbytes % _GiB == 0:
+        return f"{nbytes // _GiB}GB"
+    return f"{max(nbytes // _MiB, 1)}MB"
 
 
 def rate_text(bytes_per_s: float) -> str:
@@ -309,11 +316,6 @@ def _sample(key: str, label: str, unit: str, samples: list[float], note: str = "
     return Measurement(key, label, unit, tuple(float(s) for s in samples), note)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def write_probe_checkpoint(folder: Path, nbytes: int, seed: int = 0) -> Path:
     """A one-tensor safetensors checkpoint of ``nbytes`` random bytes (incompressible), synced to disk."""
     from safetensors.torch import save_file
@@ -327,74 +329,88 @@ def write_probe_checkpoint(folder: Path, nbytes: int, seed: int = 0) -> Path:
     return folder
 
 
-def measure_disk_read(folder: Path, repeats: int) -> tuple[Measurement, Measurement]:
-    """(cold read, page-cache read) of ``folder``'s checkpoint through the live loader, bytes/s."""
-    cold, warm = [], []
-    for _ in range(repeats):
-        drop_tree([folder])
-        start = time.perf_counter()
-        ckpt = read_checkpoint(folder)
-        cold.append(ckpt.nbytes / (time.perf_counter() - start))
-        del ckpt
-        start = time.perf_counter()
-        ckpt = read_checkpoint(folder)
-        warm.append(ckpt.nbytes / (time.perf_counter() - start))
-        del ckpt
-    return (_sample("disk_read_bytes_per_s", "disk read (page cache dropped)", "bytes/s", cold,
-                    "live.loader.read_checkpoint into a fresh host buffer, after posix_fadvise DONTNEED"),
-            _sample("page_cache_read_bytes_per_s", "disk read from the page cache", "bytes/s", warm,
-                    "the same read again without dropping: what a load of a just-written file sees"))
+def disk_read_once(folder: Path) -> tuple[float, float]:
+    """(cold, page-cache) read of ``folder``'s checkpoint through the live loader into a fresh buffer, bytes/s."""
+    drop_tree([folder])
+    start = time.perf_counter()
+    ckpt = read_checkpoint(folder)
+    cold = ckpt.nbytes / (time.perf_counter() - start)
+    del ckpt
+    start = time.perf_counter()
+    ckpt = read_checkpoint(folder)
+    return cold, ckpt.nbytes / (time.perf_counter() - start)
 
 
-def measure_host_copy(nbytes: int, repeats: int) -> Measurement:
-    """Bulk copy between two touched host buffers (plain memory bandwidth), bytes/s."""
+def host_copy_once(src: torch.Tensor, dst: torch.Tensor) -> float:
+    """A bulk copy between two already-touched host buffers (plain memory bandwidth), bytes/s."""
+    start = time.perf_counter()
+    dst.copy_(src)
+    return src.numel() / (time.perf_counter() - start)
+
+
+def host_to_device_once(ckpt: HostCheckpoint, device: torch.device) -> float:
+    """live.loader.to_device of a host buffer, allocation on the device included, bytes/s."""
+    start = time.perf_counter()
+    on_device = to_device(ckpt, device, None, copy=True)
+    rate = ckpt.nbytes / (time.perf_counter() - start)
+    del on_device
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rate
+
+
+def copy_once(src: Path, work: Path, bandwidth_bytes_per_s: float | None) -> float:
+    """A copy of ``src`` as live mode downloads it (throttled to the bandwidth unless None), bytes/s."""
+    dst = work / f"copy-{uuid.uuid4().hex}"
+    start = time.perf_counter()
+    nbytes = copy_checkpoint(src, dst, bandwidth_bytes_per_s)
+    rate = nbytes / (time.perf_counter() - start)
+    shutil.rmtree(dst, ignore_errors=True)
+    return rate
+
+
+def measure_bandwidths(probe: Path, net_probe: Path, work: Path, device: str, network_bandwidth_bytes_per_s: float,
+                       repeats: int, progress: Callable[[str], None] | None = None) -> dict[str, Measurement]:
+    """Disk, page-cache, host-copy, host → device and copy bandwidths, one sample of each per repeat.
+
+    Interleaving the quantities (rather than repeating one, then the next) spreads a change in the
+    machine's load over all of them.
+    """
+    dev = torch.device(device)
+    nbytes = sum(f.stat().st_size for f in probe.iterdir())
     src = torch.ones(nbytes, dtype=torch.uint8)
     dst = torch.zeros(nbytes, dtype=torch.uint8)
-    dst.copy_(src)  # touch every page first: this measures copying, not page faults
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        dst.copy_(src)
-        samples.append(nbytes / (time.perf_counter() - start))
-    return _sample("host_copy_bytes_per_s", "host memory copy", "bytes/s", samples,
-                   "torch copy between two already-touched host buffers")
-
-
-def measure_host_to_device(nbytes: int, device: str, repeats: int) -> Measurement:
-    """live.loader.to_device of an ``nbytes`` host buffer (pinned for CUDA), allocation included, bytes/s."""
-    dev = torch.device(device)
-    buffer = allocate_host_buffer(nbytes, pin=dev.type == "cuda")
-    buffer.fill_(1)
-    entries: dict = {}
-    ckpt = HostCheckpoint(buffer=buffer, entries=entries, tensors=views(buffer, entries), nbytes=nbytes)
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        on_device = to_device(ckpt, dev, None, copy=True)
-        samples.append(nbytes / (time.perf_counter() - start))
-        del on_device
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+    dst.copy_(src)  # touch every page first: the copies below measure copying, not page faults
+    pinned = allocate_host_buffer(nbytes, pin=dev.type == "cuda")
+    pinned.fill_(1)
+    host = HostCheckpoint(buffer=pinned, entries={}, tensors={}, nbytes=nbytes)
+    keys = ("disk_read_bytes_per_s", "page_cache_read_bytes_per_s", "host_copy_bytes_per_s",
+            "host_to_device_bytes_per_s", "network_copy_bytes_per_s", "unthrottled_copy_bytes_per_s")
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    for rep in range(repeats):
+        if progress:
+            progress(f"bandwidths ({rep + 1}/{repeats})")
+        cold, warm = disk_read_once(probe)
+        samples["disk_read_bytes_per_s"].append(cold)
+        samples["page_cache_read_bytes_per_s"].append(warm)
+        samples["host_copy_bytes_per_s"].append(host_copy_once(src, dst))
+        samples["host_to_device_bytes_per_s"].append(host_to_device_once(host, dev))
+        samples["network_copy_bytes_per_s"].append(copy_once(net_probe, work, network_bandwidth_bytes_per_s))
+        samples["unthrottled_copy_bytes_per_s"].append(copy_once(net_probe, work, None))
     path = "pinned host buffer → CUDA" if dev.type == "cuda" else "host buffer → fresh host buffer (the CPU 'device')"
-    return _sample("host_to_device_bytes_per_s", "host → device", "bytes/s", samples,
-                   f"live.loader.to_device, {path}, allocation included")
-
-
-def measure_network_copy(src: Path, work: Path, bandwidth_bytes_per_s: float,
-                         repeats: int) -> tuple[Measurement, Measurement]:
-    """(throttled copy at ``bandwidth_bytes_per_s``, unthrottled copy) of ``src`` as live downloads it, bytes/s."""
-    throttled, unthrottled = [], []
-    for limit, sink in ((bandwidth_bytes_per_s, throttled), (None, unthrottled)):
-        for _ in range(repeats):
-            dst = work / f"copy-{uuid.uuid4().hex}"
-            start = time.perf_counter()
-            nbytes = copy_checkpoint(src, dst, limit)
-            sink.append(nbytes / (time.perf_counter() - start))
-            shutil.rmtree(dst, ignore_errors=True)
-    return (_sample("network_copy_bytes_per_s", "network copy (throttled)", "bytes/s", throttled,
-                    f"live.store.copy_checkpoint throttled to the configured {rate_text(bandwidth_bytes_per_s)}"),
-            _sample("unthrottled_copy_bytes_per_s", "local copy (unthrottled)", "bytes/s", unthrottled,
-                    "the fastest a live 'download' can go on this machine"))
+    labels = {
+        "disk_read_bytes_per_s": ("disk read (page cache dropped)",
+                                  "live.loader.read_checkpoint into a fresh host buffer, after posix_fadvise DONTNEED"),
+        "page_cache_read_bytes_per_s": ("disk read from the page cache",
+                                        "the same read again without dropping: what a load of a just-written file sees"),
+        "host_copy_bytes_per_s": ("host memory copy", "torch copy between two already-touched host buffers"),
+        "host_to_device_bytes_per_s": ("host → device", f"live.loader.to_device, {path}, allocation included"),
+        "network_copy_bytes_per_s": ("network copy (throttled)", "live.store.copy_checkpoint throttled to the "
+                                     f"configured {rate_text(network_bandwidth_bytes_per_s)}"),
+        "unthrottled_copy_bytes_per_s": ("local copy (unthrottled)",
+                                         "the fastest a live 'download' can go on this machine"),
+    }
+    return {k: _sample(k, labels[k][0], "bytes/s", samples[k], labels[k][1]) for k in keys}
 
 
 # --------------------------------------------------------------------------- models
@@ -430,51 +446,102 @@ def _timed_generation(model, tokenizer, prompt: str, max_tokens: int, seed: int)
     return int(marks["n"]), tokens[0] - marks["start"], gaps
 
 
-def profile_model(folder: Path, device: str, repeats: int, prompt_tokens: int = 128, decode_tokens: int = 32,
-                  dtype: torch.dtype | None = None) -> ModelProfile:
-    """Measure one model's load overheads and execution speed on ``device`` (see the module docstring)."""
-    from transformers import AutoTokenizer
+class _ModelSampler:
+    """One model under measurement: its host copy and the samples of each quantity so far."""
 
-    dev = torch.device(device)
-    folder = Path(folder)
-    ckpt = read_checkpoint(folder, lambda n: allocate_host_buffer(n, pin=dev.type == "cuda"))
-    to_dev, construct, warmup, prefill, steps = [], [], [], [], []
-    weights_bytes, dtype_bytes, n_prompt = 0, 4, prompt_tokens
-    for rep in range(repeats):
+    def __init__(self, folder: Path, device: torch.device, prompt_tokens: int, decode_tokens: int,
+                 dtype: torch.dtype | None):
+        self.folder = Path(folder)
+        self.device = device
+        self.prompt_tokens = prompt_tokens
+        self.decode_tokens = decode_tokens
+        self.dtype = dtype
+        self.ckpt = read_checkpoint(self.folder, lambda n: allocate_host_buffer(n, pin=device.type == "cuda"))
+        self.samples: dict[str, list[float]] = {k: [] for k in ("to_dev", "construct", "warmup", "prefill", "steps")}
+        self.weights_bytes, self.dtype_bytes, self.n_prompt = 0, 4, prompt_tokens
+
+    def measure_once(self, rep: int) -> None:
+        """Load the model as live mode does, then serve two requests on it; one sample of each quantity."""
+        from transformers import AutoTokenizer
+
+        dev, out = self.device, self.samples
         start = time.perf_counter()
-        tensors = to_device(ckpt, dev, dtype, copy=True)
-        to_dev.append(time.perf_counter() - start)
+        tensors = to_device(self.ckpt, dev, self.dtype, copy=True)
+        out["to_dev"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        model = build_model(folder, tensors, dev, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        construct.append(time.perf_counter() - start)
+        model = build_model(self.folder, tensors, dev, self.dtype)
+        tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+        out["construct"].append(time.perf_counter() - start)
         del tensors
-        params = list(model.parameters()) + list(model.buffers())
-        weights_bytes = sum(t.numel() * t.element_size() for t in params)
-        dtype_bytes = next(p.element_size() for p in model.parameters() if p.is_floating_point())
-        prompt = prompt_of_length(tokenizer, prompt_tokens)
+        self.weights_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+        self.dtype_bytes = next(p.element_size() for p in model.parameters() if p.is_floating_point())
+        prompt = prompt_of_length(tokenizer, self.prompt_tokens)
         # Two requests on the fresh model: the first carries the warm-up, the second is steady.
-        n_prompt, first_prefill, _ = _timed_generation(model, tokenizer, prompt, decode_tokens, seed=2 * rep)
-        n_prompt, steady_prefill, gaps = _timed_generation(model, tokenizer, prompt, decode_tokens, seed=2 * rep + 1)
-        warmup.append(first_prefill - steady_prefill)
-        prefill.append(steady_prefill)
+        self.n_prompt, first, _ = _timed_generation(model, tokenizer, prompt, self.decode_tokens, seed=2 * rep)
+        self.n_prompt, steady, gaps = _timed_generation(model, tokenizer, prompt, self.decode_tokens, seed=2 * rep + 1)
+        out["warmup"].append(first - steady)
+        out["prefill"].append(steady)
         if gaps:
-            steps.append(float(np.median(gaps)))
+            out["steps"].append(float(np.median(gaps)))
         model.to("meta")
         del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    if not steps:
-        raise RuntimeError(f"{folder}: every request ended after its first token; cannot time decode steps")
-    name = folder.name
-    return ModelProfile(
-        name=name, path=str(folder), weights_bytes=weights_bytes, dtype_bytes=dtype_bytes, prompt_tokens=n_prompt,
-        to_device_s=_sample("to_device_s", f"{name}: to device", "s", to_dev),
-        construct_s=_sample("construct_s", f"{name}: build model + tokenizer", "s", construct),
-        warmup_s=_sample("warmup_s", f"{name}: first-request warm-up", "s", warmup),
-        prefill_s=_sample("prefill_s", f"{name}: prefill of {n_prompt} tokens", "s", prefill),
-        decode_step_s=_sample("decode_step_s", f"{name}: decode step", "s", steps),
-    )
+
+    def profile(self) -> ModelProfile:
+        name, s = self.folder.name, self.samples
+        if not s["steps"]:
+            raise RuntimeError(f"{self.folder}: every request ended after its first token; cannot time decode steps")
+        return ModelProfile(
+            name=name, path=str(self.folder), weights_bytes=self.weights_bytes, dtype_bytes=self.dtype_bytes,
+            prompt_tokens=self.n_prompt,
+            to_device_s=_sample("to_device_s", f"{name}: to device", "s", s["to_dev"]),
+            construct_s=_sample("construct_s", f"{name}: build model + tokenizer", "s", s["construct"]),
+            warmup_s=_sample("warmup_s", f"{name}: first-request warm-up", "s", s["warmup"]),
+            prefill_s=_sample("prefill_s", f"{name}: prefill of {self.n_prompt} tokens", "s", s["prefill"]),
+            decode_step_s=_sample("decode_step_s", f"{name}: decode step", "s", s["steps"]),
+        )
+
+
+def profile_models(folders: Sequence[Path], device: str, repeats: int, prompt_tokens: int = 128,
+                   decode_tokens: int = 32, dtype: torch.dtype | None = None,
+                   progress: Callable[[str], None] | None = None) -> list[ModelProfile]:
+    """Measure each model's load overheads and execution speed on ``device`` (see the module docstring).
+
+    The repeats go round the models (model 1, 2, 3, then 1, 2, 3 again …) so that a change in the
+    machine's load during the measurement touches every model alike instead of biasing one.
+    """
+    samplers = [_ModelSampler(f, torch.device(device), prompt_tokens, decode_tokens, dtype) for f in folders]
+    for rep in range(repeats):
+        for sampler in samplers:
+            if progress:
+                progress(f"profiling {sampler.folder.name} ({rep + 1}/{repeats})")
+            sampler.measure_once(rep)
+    return [s.profile() for s in samplers]
+
+
+def profile_model(folder: Path, device: str, repeats: int, prompt_tokens: int = 128, decode_tokens: int = 32,
+                  dtype: torch.dtype | None = None) -> ModelProfile:
+    """:func:`profile_models` of one model."""
+    return profile_models([folder], device, repeats, prompt_tokens, decode_tokens, dtype)[0]
+
+
+def decode_fit(profiles: Sequence[ModelProfile]) -> dict | None:
+    """Least-squares fit ``step = a + weights / B`` of the models' decode steps, for the report.
+
+    The simulator's roofline prices a step at ``weights / B`` alone; a clearly positive ``a`` (the
+    framework's fixed cost per forward pass) is what it cannot represent. None with fewer than two
+    models of different sizes.
+    """
+    if len({p.weights_bytes for p in profiles}) < 2:
+        return None
+    w = np.array([p.weights_bytes for p in profiles], dtype=float)
+    t = np.array([p.decode_step_s.median for p in profiles])
+    slope, intercept = np.polyfit(w, t, 1)
+    return {"fixed_s_per_step": float(intercept),
+            "bytes_per_s": float(1.0 / slope) if slope > 0 else None,
+            "models": {p.name: {"measured_s": p.decode_step_s.median,
+                                "fit_s": float(intercept + slope * p.weights_bytes)} for p in profiles}}
 
 
 # --------------------------------------------------------------------------- the whole calibration
@@ -539,20 +606,11 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
         with torch_threads(threads) as n_threads:
             say(f"probe checkpoint of {probe_bytes / _MiB:.0f} MiB on {storage}")
             probe = write_probe_checkpoint(work / "probe", probe_bytes)
-            measured: dict[str, Measurement] = {}
-            say("disk reads")
-            for m in measure_disk_read(probe, repeats):
-                measured[m.key] = m
-            say("host memory copies")
-            measured["host_copy_bytes_per_s"] = measure_host_copy(probe_bytes, repeats)
-            say(f"host → {device} copies")
-            measured["host_to_device_bytes_per_s"] = measure_host_to_device(probe_bytes, device, repeats)
             # Two seconds' worth at the configured rate keeps the throttled copies short.
             net_bytes = int(min(probe_bytes, max(8 * _MiB, 2 * network_bandwidth_bytes_per_s)))
             net_src = probe if net_bytes == probe_bytes else write_probe_checkpoint(work / "net-probe", net_bytes, 1)
-            say(f"throttled copies ({net_bytes / _MiB:.0f} MiB)")
-            for m in measure_network_copy(net_src, work, network_bandwidth_bytes_per_s, repeats):
-                measured[m.key] = m
+            measured = measure_bandwidths(probe, net_src, work, device, network_bandwidth_bytes_per_s, repeats,
+                                          say)
             achieved = measured["network_copy_bytes_per_s"].median
             network = network_bandwidth_bytes_per_s
             if achieved < 0.9 * network_bandwidth_bytes_per_s:
@@ -564,10 +622,7 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
                 for recipe in PROBE_MODELS:
                     say(f"building probe model {recipe.name}")
                     folders.append(build_model_folder(work / "models" / recipe.name, recipe))
-            profiles = []
-            for folder in folders:
-                say(f"profiling {folder.name}")
-                profiles.append(profile_model(folder, device, repeats, prompt_tokens, decode_tokens))
+            profiles = profile_models(folders, device, repeats, prompt_tokens, decode_tokens, progress=say)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
@@ -575,6 +630,18 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
                        models=profiles, network_bandwidth_bytes_per_s=network,
                        host_size_bytes=host_size_bytes or host_default, disk_size_bytes=disk_size_bytes or disk_default,
                        notes=notes)
+
+
+def roofline_check(cal: Calibration) -> dict:
+    """Each model's prefill and decode step as the simulator's roofline prices them with the written
+    constants, next to the measurement: how well one FLOP/s and one bandwidth describe every model."""
+    out = {}
+    for p in cal.models:
+        floor = p.weights_bytes / cal.gpu_memory_bytes_per_s
+        prefill = max(2.0 * p.num_params * p.prompt_tokens / cal.gpu_flops, floor)
+        out[p.name] = {"prefill_measured_s": p.prefill_s.median, "prefill_roofline_s": prefill,
+                       "decode_step_measured_s": p.decode_step_s.median, "decode_step_roofline_s": floor}
+    return out
 
 
 def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) -> dict:
@@ -597,5 +664,7 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
         },
         "measurements": [m.to_json() for m in cal.measurements.values()],
         "models": [p.to_json() for p in cal.models],
+        "roofline_check": roofline_check(cal),
+        "decode_fit": decode_fit(cal.models),
         "notes": list(cal.notes),
     }

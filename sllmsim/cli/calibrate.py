@@ -69,6 +69,13 @@ def print_calibration(cal, console=None) -> None:
         speed.add_row("written (geometric mean)", "", _fmt(cal.gpu_flops, "FLOP/s"),
                       _fmt(cal.gpu_memory_bytes_per_s, "bytes/s"), style="bold")
         console.print(speed)
+    from live.calibrate import decode_fit
+
+    fit = decode_fit(cal.models)
+    if fit is not None and fit["fixed_s_per_step"] > 0:
+        console.print(f"decode steps fit {_fmt(fit['fixed_s_per_step'], 's')} + weights / "
+                      f"{_fmt(fit['bytes_per_s'] or float('nan'), 'bytes/s')} per step; the simulator's roofline "
+                      "has no fixed per-step term, so the bandwidth written is the geometric mean over the models")
     for note in cal.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
 

@@ -71,8 +71,11 @@ def print_headline(summary: dict, console=None) -> None:
 @click.option("--devices", default=None, help="Node-to-device map for live mode, e.g. '0=cuda:0,1=cuda:0'.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="Torch intra-op threads of the live run (default: as calibrated).")
+@click.option("--page-cache", type=click.Choice(["drop", "keep"]), default="drop", show_default=True,
+              help="drop: clear the store's checkpoints from the OS page cache whenever a request is sent, so disk "
+                   "loads read the disk (as the O_DIRECT reads of ServerlessLLM's store do); keep: leave it.")
 def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Path, recipes: Path | None,
-             storage: Path | None, devices: str | None, threads: int | None) -> None:
+             storage: Path | None, devices: str | None, threads: int | None, page_cache: str) -> None:
     """Run TRACE live (real server, real loads) and simulated with HW, then report the errors."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -110,7 +113,7 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("live", total=len(trace.requests))
         live = live_run.run_live(trace, cluster, storage, folders, devices=node_devices, threads=threads,
-                                 progress=lambda done, total: bar.update(task, completed=done),
+                                 page_cache=page_cache, progress=lambda done, total: bar.update(task, completed=done),
                                  status=lambda msg: bar.console.print(msg))
     if not keep_store:
         shutil.rmtree(storage, ignore_errors=True)
@@ -124,11 +127,12 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     machine = sidecar.get("machine", {})
     context = {
         "command": " ".join(shlex.quote(str(a)) for a in
-                            ("sllmsim", "validate", trace_path, "--hardware", hardware, "--out", out)),
+                            ("sllmsim", "validate", trace_path, "--hardware", hardware, "--out", out,
+                             *(("--page-cache", page_cache) if page_cache != "drop" else ()))),
         "trace_name": trace.name, "trace": str(trace_path), "hardware": str(hardware),
         "machine": {k: machine[k] for k in ("platform", "cpu_count", "device_name", "torch") if k in machine},
         "device": ", ".join(f"node {k}: {v}" for k, v in (live.result.resolved_config.get("devices") or {}).items()),
-        "torch_threads": threads, "models": {m: f"{b / 1024**2:.1f} MiB" for m, b in live.sizes_bytes.items()},
+        "torch_threads": threads, "page_cache": page_cache, "models": {m: f"{b / 1024**2:.1f} MiB" for m, b in live.sizes_bytes.items()},
         "notes": notes,
     }
     from sllmsim.cli.calibrate import sidecar_path

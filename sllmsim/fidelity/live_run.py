@@ -4,6 +4,14 @@ The server is live mode's own (:func:`live.server.create_app`), started in this 
 localhost port; the requests go over HTTP (:mod:`sllmsim.fidelity.replay`). Live mode is imported
 only when :func:`run_live` runs, so the rest of the fidelity package stays free of torch.
 
+Live mode reads checkpoints through the operating system's page cache, so a checkpoint read or
+written a minute ago loads at memory speed from the "disk" — a tier neither the simulator nor the
+system it models has: ServerlessLLM's checkpoint store reads with ``O_DIRECT``, bypassing the page
+cache (``sllm_store/README.md`` of ServerlessLLM/ServerlessLLM). By default (``page_cache="drop"``)
+the run therefore drops the store's checkpoint files from the page cache after the deploys and again
+whenever a request is sent, so that a disk load reads the disk; ``"keep"`` leaves the cache alone
+(what live mode does by itself). A checkpoint just downloaded is still read back from the cache.
+
 Models that exist only as a recipe (a ``models.yaml`` beside the trace: name → width, depth, seed)
 are built with :func:`live.calibrate.build_model_folder` before the run, once per models folder.
 """
@@ -102,14 +110,24 @@ class LiveRun:
     outcomes: list[Outcome]
 
 
+PAGE_CACHE_MODES = ("drop", "keep")
+
+
+def checkpoint_roots(storage_dir: Path, cluster: ClusterSpec) -> list[Path]:
+    """The folders of complete checkpoints in a live store: the import area and every node's disk."""
+    from live.store import IMPORT_DIR
+
+    return [storage_dir / IMPORT_DIR, *(storage_dir / n.node_id / "models" for n in cluster.nodes)]
+
+
 def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, folders: dict[str, Path],
-             devices: dict[str, str] | None = None, threads: int | None = None,
+             devices: dict[str, str] | None = None, threads: int | None = None, page_cache: str = "drop",
              progress: Callable[[int, int], None] | None = None,
              status: Callable[[str], None] | None = None) -> LiveRun:
     """Serve ``trace`` live on ``cluster`` with an empty store at ``storage_dir`` and replay its requests.
 
-    The store starts empty (it is cleared first); after the deploys copy checkpoints onto the nodes'
-    disks, every store file is dropped from the page cache so that disk loads read the disk.
+    The store starts empty (it is cleared first); the deploys copy checkpoints onto the nodes' disks.
+    ``page_cache``: see the module docstring.
     """
     from live.calibrate import torch_threads
     from live.records import run_result_from_json
@@ -119,6 +137,8 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
     if trace.scheduler.autoscale != "concurrency":
         raise ConfigError(trace.source, "scheduler.autoscale",
                           f"live mode scales on concurrency only, got {trace.scheduler.autoscale!r}")
+    if page_cache not in PAGE_CACHE_MODES:
+        raise ConfigError("--page-cache", "", f"expected one of {', '.join(PAGE_CACHE_MODES)}, got {page_cache!r}")
     storage_dir = Path(storage_dir)
     shutil.rmtree(storage_dir, ignore_errors=True)
     storage_dir.mkdir(parents=True)
@@ -128,9 +148,11 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
         with serve_in_thread(app) as url:
             say(f"deploying {len(configs)} model(s) on {url}")
             sizes = deploy(url, configs)
-            drop_tree([storage_dir])
+            roots = checkpoint_roots(storage_dir, cluster)
+            drop_tree(roots)  # in both modes: the run starts with cold disks, as the simulation does
             say(f"replaying {len(trace.requests)} requests")
-            outcomes = replay(url, trace.requests, progress=progress)
+            outcomes = replay(url, trace.requests, progress=progress,
+                              before_send=(lambda: drop_tree(roots)) if page_cache == "drop" else None)
             records = fetch_records(url)
     result = run_result_from_json(records, name=f"{trace.name}-live")
     return LiveRun(result=result, sizes_bytes=sizes, outcomes=outcomes)

@@ -78,13 +78,18 @@ def _message(resp) -> str:
 
 
 def replay(base_url: str, requests: RequestArrays, timeout_s: float = 600.0,
-           progress: Callable[[int, int], None] | None = None) -> list[Outcome]:
-    """Send every request at its time (seconds after the call) and wait for all answers."""
-    return asyncio.run(_replay(base_url, requests, timeout_s, progress))
+           progress: Callable[[int, int], None] | None = None,
+           before_send: Callable[[], None] | None = None) -> list[Outcome]:
+    """Send every request at its time (seconds after the call) and wait for all answers.
+
+    ``before_send()`` runs (in a worker thread) just before each request is sent.
+    """
+    return asyncio.run(_replay(base_url, requests, timeout_s, progress, before_send))
 
 
 async def _replay(base_url: str, requests: RequestArrays, timeout_s: float,
-                  progress: Callable[[int, int], None] | None) -> list[Outcome]:
+                  progress: Callable[[int, int], None] | None,
+                  before_send: Callable[[], None] | None) -> list[Outcome]:
     import httpx
 
     total = len(requests)
@@ -99,6 +104,8 @@ async def _replay(base_url: str, requests: RequestArrays, timeout_s: float,
             delay = start + float(requests.time_s[i]) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if before_send is not None:
+                await asyncio.to_thread(before_send)
             body = {"model": model, "prompt": prompt_text(int(requests.input_tokens[i])),
                     "max_tokens": int(requests.output_tokens[i]), "temperature": 1.0, "seed": i}
             try:

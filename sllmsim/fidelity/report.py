@@ -215,8 +215,12 @@ def _markdown(requests: pd.DataFrame, loads: pd.DataFrame, errors: pd.DataFrame,
             if isinstance(value, dict):
                 value = ", ".join(f"{k}: {v}" for k, v in value.items())
             out.append(f"- {label}: {value}")
+    cache = {"drop": "the store's checkpoints dropped from the OS page cache after the deploys and whenever a "
+                     "request is sent (disk loads read the disk)",
+             "keep": "the store's checkpoints dropped from the OS page cache after the deploys only (later disk "
+                     "loads may read the page cache)"}.get(context.get("page_cache", ""), "")
     out += ["- Live: the real server (`sllmsim live`'s app) in this process, requests sent over HTTP at their "
-            "trace times; disks dropped from the page cache after the deploys.",
+            f"trace times{'; ' + cache if cache else ''}.",
             "- Simulated: the same requests at the arrival times and token counts the live server recorded, "
             "the calibrated hardware, the stored checkpoint sizes, `loading: sequential`.", ""]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sllmsim.fidelity.accuracy import ape, error_table, headline, signed_error
+from sllmsim.fidelity.accuracy import ape, error_table, signed_error
 from sllmsim.fidelity.join import join_loads, join_requests, loads_table
 from sllmsim.fidelity.report import compare_runs
 from sllmsim.fidelity.sim_trace import realized_requests
