@@ -74,11 +74,14 @@ def print_headline(summary: dict, console=None) -> None:
 @click.option("--page-cache", type=click.Choice(["drop", "keep"]), default="drop", show_default=True,
               help="drop: clear the store's checkpoints from the OS page cache whenever a request is sent, so disk "
                    "loads read the disk (as the O_DIRECT reads of ServerlessLLM's store do); keep: leave it.")
+@click.option("--reuse-live", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Skip the live run: take it from an earlier report folder (its live-run.json) and only "
+                   "re-simulate and re-report, e.g. after changing the simulator or the calibration.")
 def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Path, recipes: Path | None,
-             storage: Path | None, devices: str | None, threads: int | None, page_cache: str) -> None:
+             storage: Path | None, devices: str | None, threads: int | None, page_cache: str,
+             reuse_live: Path | None) -> None:
     """Run TRACE live (real server, real loads) and simulated with HW, then report the errors."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sllmsim.config.hardware import load_hardware
     from sllmsim.config.trace import load_trace
@@ -95,28 +98,15 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     threads = threads or sidecar.get("torch_threads")
     recipes = recipes or (live_run.recipes_path(trace_path) if live_run.recipes_path(trace_path).is_file() else None)
     out = out or _default_out(trace.name)
-    keep_store = storage is not None
-    storage = storage or out / "store"
     console = Console(stderr=True)
 
-    node_devices = None
-    if devices:
-        from live.worker import parse_devices
-
-        node_devices = parse_devices(devices, cluster)
-    folders = {}
-    if recipes is not None:
-        with console.status("building models") as status:
-            folders = live_run.build_models(live_run.load_recipes(recipes), models_dir,
-                                            progress=lambda msg: status.update(msg))
-    with Progress(TextColumn("live run"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("live", total=len(trace.requests))
-        live = live_run.run_live(trace, cluster, storage, folders, devices=node_devices, threads=threads,
-                                 page_cache=page_cache, progress=lambda done, total: bar.update(task, completed=done),
-                                 status=lambda msg: bar.console.print(msg))
-    if not keep_store:
-        shutil.rmtree(storage, ignore_errors=True)
+    if reuse_live is not None:
+        live = live_run.load_live_run(reuse_live, name=f"{trace.name}-live")
+        page_cache = live.settings.get("page_cache", page_cache)
+        threads = live.settings.get("torch_threads", threads)
+    else:
+        live = _run_live(trace, cluster, out, storage, models_dir, recipes, devices, threads, page_cache, console)
+        live.save(out / live_run.LIVE_RUN_JSON)  # kept before simulating: a failure later loses no measurement
     failed = [o for o in live.outcomes if o.status_code != 200]
     realized = sim_trace.realized_requests(trace.requests, _requests_frame(live.result))
     simulated = simulate(sim_trace.simulated_trace(trace_path, trace, hardware, live.sizes_bytes, realized))
@@ -140,6 +130,37 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     summary = write_report(out, live.result, simulated, context, hardware_files=(hardware, sidecar_path(hardware)))
     print_headline(summary, Console())
     click.echo(f"wrote {out}/report.md")
+
+
+def _run_live(trace, cluster, out: Path, storage: Path | None, models_dir: Path, recipes: Path | None,
+              devices: str | None, threads: int | None, page_cache: str, console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sllmsim.fidelity import live_run
+
+    node_devices = None
+    if devices:
+        from live.worker import parse_devices
+
+        node_devices = parse_devices(devices, cluster)
+    folders = {}
+    if recipes is not None:
+        with console.status("building models") as status:
+            folders = live_run.build_models(live_run.load_recipes(recipes), models_dir,
+                                            progress=lambda msg: status.update(msg))
+    keep_store = storage is not None
+    storage = storage or out / "store"
+    with Progress(TextColumn("live run"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("live", total=len(trace.requests))
+        try:
+            return live_run.run_live(trace, cluster, storage, folders, devices=node_devices, threads=threads,
+                                     page_cache=page_cache,
+                                     progress=lambda done, total: bar.update(task, completed=done),
+                                     status=lambda msg: bar.console.print(msg))
+        finally:
+            if not keep_store:
+                shutil.rmtree(storage, ignore_errors=True)
 
 
 def _requests_frame(result):

@@ -18,9 +18,10 @@ are built with :func:`live.calibrate.build_model_folder` before the run, once pe
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -101,6 +102,10 @@ def live_deploy_configs(trace: TraceConfig, folders: dict[str, Path]) -> list[di
     return configs
 
 
+#: File of a report folder holding the live run's raw records, for ``sllmsim validate --reuse-live``.
+LIVE_RUN_JSON = "live-run.json"
+
+
 @dataclass
 class LiveRun:
     """What the live run left: its records, the stored checkpoint sizes and the client's outcomes."""
@@ -108,6 +113,37 @@ class LiveRun:
     result: RunResult
     sizes_bytes: dict[str, int]
     outcomes: list[Outcome]
+    records: dict
+    """The server's ``GET /records`` answer, as received."""
+    settings: dict
+    """How the run was made (devices, threads, page cache), for the report."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write everything needed to re-simulate and re-report this run without serving it again."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"records": self.records, "sizes_bytes": self.sizes_bytes, "settings": self.settings,
+                "outcomes": [asdict(o) for o in self.outcomes]}
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        return path
+
+
+def load_live_run(path: str | Path, name: str) -> LiveRun:
+    """A live run saved by :meth:`LiveRun.save` (a report folder's ``live-run.json``)."""
+    from live.records import run_result_from_json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / LIVE_RUN_JSON
+    try:
+        data = json.loads(path.read_text())
+        records = data["records"]
+        result = run_result_from_json(records, name=name)
+        return LiveRun(result=result, sizes_bytes={k: int(v) for k, v in data["sizes_bytes"].items()},
+                       outcomes=[Outcome(**o) for o in data.get("outcomes", [])], records=records,
+                       settings=dict(data.get("settings", {})))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(str(path), "", f"not a saved live run ({exc})") from None
 
 
 PAGE_CACHE_MODES = ("drop", "keep")
@@ -155,4 +191,6 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
                               before_send=(lambda: drop_tree(roots)) if page_cache == "drop" else None)
             records = fetch_records(url)
     result = run_result_from_json(records, name=f"{trace.name}-live")
-    return LiveRun(result=result, sizes_bytes=sizes, outcomes=outcomes)
+    settings = {"page_cache": page_cache, "torch_threads": threads,
+                "devices": (records.get("resolved_config") or {}).get("devices")}
+    return LiveRun(result=result, sizes_bytes=sizes, outcomes=outcomes, records=records, settings=settings)

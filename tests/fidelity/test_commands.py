@@ -99,6 +99,15 @@ def test_validate_end_to_end_writes_the_report(tiny_trace: Path, tmp_path: Path)
     sim_config = yaml.safe_load((out / "sim" / "resolved_config.yaml").read_text())
     assert sim_config["simulation"]["loading"] == "sequential"
 
+    # The saved live run re-simulates without serving again, to the same numbers.
+    again = tmp_path / "again"
+    assert main(["validate", str(tiny_trace), "--hardware", str(tmp_path / "hw.json"), "--out", str(again),
+                 "--reuse-live", str(out)]) == 0
+    resummary = json.loads((again / "summary.json").read_text())
+    for key in ("cold_start_load_median_ape", "latency_median_ape", "placement_same_node"):
+        assert resummary[key] == summary[key], key
+    assert (again / "sim" / "requests.csv").read_bytes() == (out / "sim" / "requests.csv").read_bytes()
+
 
 def test_validate_rejects_hardware_without_the_traces_nodes(tiny_trace: Path, tmp_path: Path, capsys):
     (tmp_path / "one-node.json").write_text(json.dumps({"1": _NODE}))
