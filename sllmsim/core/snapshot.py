@@ -61,6 +61,17 @@ class RunningInstanceView:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleInstanceView:
+    """A loaded instance serving nothing while it waits out its keep-alive: GPUs the scheduler may
+    reclaim for another model when nothing else fits (``reclaim_idle``)."""
+
+    instance_id: str
+    model: str
+    num_gpus: int
+    idle_since_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class NodeView:
     """What the scheduler knows about one node at decision time."""
 
@@ -79,6 +90,8 @@ class NodeView:
     load_overhead_s: float = 0.0
     running: tuple[RunningInstanceView, ...] = ()
     """Instances on this node that may be migrated or preempted (empty: none may)."""
+    idle: tuple[IdleInstanceView, ...] = ()
+    """Idle instances on this node whose keep-alive may be cut short (empty: none may)."""
 
 
 @dataclass(frozen=True)
