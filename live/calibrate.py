@@ -160,6 +160,8 @@ class Calibration:
     host_size_bytes: int
     disk_size_bytes: int
     notes: list[str] = field(default_factory=list)
+    load_average_1min: list[float] = field(default_factory=list)
+    """The machine's one-minute load average when the calibration started and ended."""
 
     @property
     def gpu_flops(self) -> float:
@@ -602,6 +604,7 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
     threads = default_threads(len(node_ids)) if threads is None and dev.type == "cpu" else threads
     host_default, disk_default = default_sizes(storage, len(node_ids))
     notes: list[str] = []
+    load_average = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
     try:
         with torch_threads(threads) as n_threads:
             say(f"probe checkpoint of {probe_bytes / _MiB:.0f} MiB on {storage}")
@@ -625,11 +628,13 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
             profiles = profile_models(folders, device, repeats, prompt_tokens, decode_tokens, progress=say)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if load_average:
+        load_average.append(os.getloadavg()[0])
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     return Calibration(device=str(dev), device_name=name, torch_threads=n_threads, measurements=measured,
                        models=profiles, network_bandwidth_bytes_per_s=network,
                        host_size_bytes=host_size_bytes or host_default, disk_size_bytes=disk_size_bytes or disk_default,
-                       notes=notes)
+                       notes=notes, load_average_1min=load_average)
 
 
 def roofline_check(cal: Calibration) -> dict:
@@ -648,7 +653,8 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
     """The sidecar: every sample, the derived hardware values and where each came from."""
     return {
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "device": cal.device,
-                    "device_name": cal.device_name, "torch": torch.__version__, "torch_threads": cal.torch_threads},
+                    "device_name": cal.device_name, "torch": torch.__version__, "torch_threads": cal.torch_threads,
+                    "load_average_1min": list(cal.load_average_1min)},
         "torch_threads": cal.torch_threads,
         "device": cal.device,
         "hardware": cal.hardware(node_ids),

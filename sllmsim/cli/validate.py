@@ -122,6 +122,7 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
         "trace_name": trace.name, "trace": str(trace_path), "hardware": str(hardware),
         "machine": {k: machine[k] for k in ("platform", "cpu_count", "device_name", "torch") if k in machine},
         "device": ", ".join(f"node {k}: {v}" for k, v in (live.result.resolved_config.get("devices") or {}).items()),
+        "load_average": _load_text(machine.get("load_average_1min"), live.settings.get("load_average_1min")),
         "torch_threads": threads, "page_cache": page_cache, "models": {m: f"{b / 1024**2:.1f} MiB" for m, b in live.sizes_bytes.items()},
         "notes": notes,
     }
@@ -161,6 +162,19 @@ def _run_live(trace, cluster, out: Path, storage: Path | None, models_dir: Path,
         finally:
             if not keep_store:
                 shutil.rmtree(storage, ignore_errors=True)
+
+
+def _load_text(calibration: list | None, live: list | None) -> str:
+    """The one-minute load average during calibration and during the live run, for the report."""
+    import math
+
+    parts = []
+    if calibration:
+        parts.append("calibration " + " → ".join(f"{v:.1f}" for v in calibration))
+    values = sorted(v for v in (live or []) if not math.isnan(v))
+    if values:
+        parts.append(f"live run median {values[len(values) // 2]:.1f} (min {values[0]:.1f}, max {values[-1]:.1f})")
+    return "; ".join(parts)
 
 
 def _requests_frame(result):

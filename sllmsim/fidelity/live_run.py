@@ -19,6 +19,7 @@ are built with :func:`live.calibrate.build_model_folder` before the run, once pe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -149,6 +150,14 @@ def load_live_run(path: str | Path, name: str) -> LiveRun:
 PAGE_CACHE_MODES = ("drop", "keep")
 
 
+def load_average_1min() -> float:
+    """The operating system's one-minute load average (NaN where the platform has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return float("nan")
+
+
 def checkpoint_roots(storage_dir: Path, cluster: ClusterSpec) -> list[Path]:
     """The folders of complete checkpoints in a live store: the import area and every node's disk."""
     from live.store import IMPORT_DIR
@@ -187,10 +196,17 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
             roots = checkpoint_roots(storage_dir, cluster)
             drop_tree(roots)  # in both modes: the run starts with cold disks, as the simulation does
             say(f"replaying {len(trace.requests)} requests")
-            outcomes = replay(url, trace.requests, progress=progress,
-                              before_send=(lambda: drop_tree(roots)) if page_cache == "drop" else None)
+            load_average: list[float] = []
+
+            def before_send() -> None:
+                # The machine's load (other processes included) explains much of a small machine's noise.
+                load_average.append(load_average_1min())
+                if page_cache == "drop":
+                    drop_tree(roots)
+
+            outcomes = replay(url, trace.requests, progress=progress, before_send=before_send)
             records = fetch_records(url)
     result = run_result_from_json(records, name=f"{trace.name}-live")
-    settings = {"page_cache": page_cache, "torch_threads": threads,
+    settings = {"page_cache": page_cache, "torch_threads": threads, "load_average_1min": load_average,
                 "devices": (records.get("resolved_config") or {}).get("devices")}
     return LiveRun(result=result, sizes_bytes=sizes, outcomes=outcomes, records=records, settings=settings)

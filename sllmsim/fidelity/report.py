@@ -209,7 +209,8 @@ def _markdown(requests: pd.DataFrame, loads: pd.DataFrame, errors: pd.DataFrame,
         out += [f"Regenerate with `{context['command']}`.", ""]
     out += ["## Set-up", ""]
     for key, label in (("trace", "Trace"), ("hardware", "Calibrated hardware"), ("machine", "Machine"),
-                       ("device", "Device"), ("torch_threads", "Torch threads"), ("models", "Models")):
+                       ("device", "Device"), ("torch_threads", "Torch threads"),
+                       ("load_average", "Machine load (1-minute load average, all processes)"), ("models", "Models")):
         if context.get(key) not in (None, "", []):
             value = context[key]
             if isinstance(value, dict):
