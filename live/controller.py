@@ -16,6 +16,17 @@ next queued request whenever it has room (``backend_config.max_batch_size`` conc
 A failed load fails the requests queued for its model at that moment (with the reason), frees its
 slot, and the server goes on serving. Deleting a deployment drains it: queued and running requests
 are served, new ones are refused, then its instances are released.
+
+Live migration (``enable_migration``, ServerlessLLM §5): the snapshot then lists each node's running
+instances (with the prompt and generated tokens of their requests), and the storage-aware policy may
+choose a node that is short of GPUs together with a plan of instances to move away. The new instance
+waits (phase ``queued``) while each move runs: the destination instance loads through the tiers
+(its own load phases), re-computes its requests' KV caches from tokens and catches up
+(``resuming``, :mod:`live.migration`) while the source goes on generating (``migrating``); then the
+requests continue on the destination within the same client streams, the source is released and its
+GPU slot passes straight to the new instance, which loads. A move that fails leaves its requests on
+the source (never moved again); the new instance then gives its slots back and its model is placed
+again, elsewhere, or waits for a free slot.
 """
 
 from __future__ import annotations
@@ -34,16 +45,18 @@ from pathlib import Path
 from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy
-from sllmsim.core.placement import feasible_nodes, make_placement_policy, place
-from sllmsim.core.snapshot import ClusterView, ModelView, NodeView
+from sllmsim.core.migration import MigrationMove
+from sllmsim.core.placement import PlacementOption, feasible_nodes, make_placement_policy, place
+from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, RunningInstanceView
 from sllmsim.errors import ConfigError, SllmsimError
 from sllmsim.records import Phase, RequestRecord
 
 from live.generation import GenerationInputError, GenerationRequest
 from live.metrics_prom import GaugeState, LiveMetrics
+from live.migration import MIGRATING, RESUMING, MigrationSettings, RunningRequest, take_over
 from live.records import LiveRecorder
 from live.store import StoreError, validate_model_name
-from live.worker import Finished, GenerationEvent, NodeWorker, PromptAccepted, TextDelta, WorkerError
+from live.worker import Finished, GenerationEvent, NodeWorker, Paused, PromptAccepted, TextDelta, WorkerError
 
 logger = logging.getLogger("sllmsim.live")
 
@@ -108,7 +121,8 @@ class Instance:
     """Requests it serves at once (``backend_config.max_batch_size``)."""
     placed_s: float
     phase: str = "loading"
-    """``loading``, ``idle``, ``ready`` or ``releasing``."""
+    """``loading``, ``idle``, ``ready``, ``releasing``; in a migration ``migrating`` (source) or
+    ``resuming`` (destination)."""
     phase_since_s: float = 0.0
     active: int = 0
     tier: str = ""
@@ -119,6 +133,15 @@ class Instance:
     load_detail: str = ""
     """The last load phase that finished (for status)."""
     task: asyncio.Task | None = None
+    running: dict[int, RunningRequest] = field(default_factory=dict)
+    """Its requests that are decoding, by request id."""
+    migration_failed: bool = False
+    """A move of this instance failed: it is not offered for migration again."""
+    slots_held: int | None = None
+    """For an instance waiting for a migration to free its node: the GPU slots it holds so far
+    (None for an instance placed on free slots, which holds all of them from the start)."""
+    tier_planned: str = ""
+    """The tier the scheduler expected it to load from."""
 
 
 @dataclass(eq=False)
@@ -165,14 +188,17 @@ class Controller:
     """Owns deployments and instances; every method runs on the server's event loop."""
 
     def __init__(self, cluster: ClusterSpec, workers: dict[str, NodeWorker], registry, storage_dir: Path,
-                 recorder: LiveRecorder, placement: str = "storage_aware", seed: int = 0):
+                 recorder: LiveRecorder, placement: str = "storage_aware", seed: int = 0,
+                 enable_migration: bool = False, migration: MigrationSettings | None = None):
         self.cluster = cluster
         self.workers = workers
         self.registry = registry
         self.storage_dir = Path(storage_dir)
         self.recorder = recorder
         self.metrics = LiveMetrics(self.gauge_state)
-        self._placement = make_placement_policy(placement, seed=seed)
+        self._placement = make_placement_policy(placement, seed=seed, enable_migration=enable_migration)
+        self.enable_migration = enable_migration
+        self._migration = migration or MigrationSettings()
         self._autoscale = make_autoscale_policy("concurrency")
         self._deployments: dict[str, Deployment] = {}
         self._reserved_names: set[str] = set()
@@ -402,39 +428,61 @@ class Controller:
         return Ticket(rec, inst, cold_start=inst.ready_s is not None and inst.ready_s >= rec.arrival_s)
 
     async def generate(self, ticket: Ticket, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        """Run an admitted request; yields the worker's events and records the request when done."""
+        """Run an admitted request; yields the worker's events and records the request when done.
+
+        When a migration moves the request, the stream goes on from the destination worker: the
+        caller sees one uninterrupted sequence of events.
+        """
         inst, rec = ticket.instance, ticket.record
         ticket.started = True
         rec.queued_until_s = self.recorder.now_s()
         rec.node, rec.instance_id = inst.node_id, inst.instance_id
         rec.cold_start = ticket.cold_start
         rec.tier = inst.tier if ticket.cold_start else "gpu"
+        run = RunningRequest(ticket, request, session_id=f"request-{rec.request_id}")
         status, reason = "failed", "client disconnected"
         try:
-            stream = self.workers[inst.node_id].generate(inst.instance_id, request)
-            async with contextlib.aclosing(stream):
-                async for event in stream:
-                    if isinstance(event, PromptAccepted):
-                        rec.input_tokens = event.prompt_tokens
-                    elif isinstance(event, TextDelta):
-                        if rec.first_token_s is None:
-                            rec.first_token_s = self.recorder.now_s()
-                    elif isinstance(event, Finished):
-                        now = self.recorder.now_s()
-                        if rec.first_token_s is None:
-                            rec.first_token_s = now
-                        rec.finish_s = now
-                        rec.output_tokens = event.output.completion_tokens
-                        status, reason = "completed", ""
-                    yield event
+            stream = self.workers[inst.node_id].generate(inst.instance_id, request, run.session_id)
+            while stream is not None:
+                following = None
+                async with contextlib.aclosing(stream):
+                    async for event in stream:
+                        if isinstance(event, Paused):
+                            following = await run.paused(event.checkpoint)
+                            if following is not None:
+                                break  # closing the source's stream stops it; the destination goes on
+                            await self.workers[ticket.instance.node_id].unpause(run.session_id)
+                            continue
+                        if isinstance(event, PromptAccepted):
+                            rec.input_tokens = run.prompt_tokens = event.prompt_tokens
+                            run.accepted = True
+                            ticket.instance.running[rec.request_id] = run
+                        elif isinstance(event, TextDelta):
+                            if rec.first_token_s is None:
+                                rec.first_token_s = self.recorder.now_s()
+                            if event.token_id is not None:
+                                run.tokens.append(event.token_id)
+                        elif isinstance(event, Finished):
+                            now = self.recorder.now_s()
+                            if rec.first_token_s is None:
+                                rec.first_token_s = now
+                            rec.finish_s = now
+                            rec.output_tokens = event.output.completion_tokens
+                            status, reason = "completed", ""
+                        yield event
+                if following is not None:
+                    run.left_source.set()
+                stream = following
         except GenerationInputError as exc:
             reason = str(exc)
             raise
         except Exception as exc:
             reason = f"generation failed: {exc}"
-            logger.exception("request %d on %s failed", rec.request_id, inst.instance_id)
+            logger.exception("request %d on %s failed", rec.request_id, ticket.instance.instance_id)
             raise
         finally:
+            run.end()
+            ticket.instance.running.pop(rec.request_id, None)
             self._finish(ticket, status, reason)
 
     def abandon(self, ticket: Ticket, reason: str) -> None:
@@ -537,8 +585,29 @@ class Controller:
         for dep in list(self._deployments.values()):
             self._rescale(dep)
 
+    def _movable(self, inst: Instance) -> bool:
+        """Whether a migration may move ``inst``: it serves requests that are all decoding, and no move
+        of it is under way or has failed."""
+        if inst.phase != "ready" or inst.migration_failed or inst.active == 0 or len(inst.running) != inst.active:
+            return False
+        return all(r.accepted and not r.closed for r in inst.running.values())
+
+    def _running_views(self) -> dict[str, list[RunningInstanceView]]:
+        """Per node, the instances a migration may move, with their tokens so far."""
+        out: dict[str, list[RunningInstanceView]] = {n.node_id: [] for n in self.cluster.nodes}
+        for dep in self._deployments.values():
+            model = None
+            for inst in dep.instances.values():
+                if self._movable(inst):
+                    model = model or self._model_view(dep)
+                    tokens = sum(r.tokens_so_far for r in inst.running.values())
+                    out[inst.node_id].append(RunningInstanceView(inst.instance_id, model, tokens))
+        return out
+
     def cluster_view(self) -> ClusterView:
-        """The scheduler's snapshot: slots in use, and which deployments' checkpoints each node holds."""
+        """The scheduler's snapshot: slots in use, and which deployments' checkpoints each node holds
+        (with migration enabled, also the instances each node could move away)."""
+        running = self._running_views() if self.enable_migration else {}
         nodes = []
         for spec in self.cluster.nodes:
             state = self.workers[spec.node_id].storage_state()
@@ -552,6 +621,7 @@ class Controller:
                 network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
                 host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
                 load_overhead_s=spec.load_overhead_s,
+                running=tuple(running.get(spec.node_id, ())),
             ))
         return ClusterView(tuple(nodes))
 
@@ -564,7 +634,10 @@ class Controller:
         model = self._model_view(dep)
         cluster = self.cluster_view()
         if not feasible_nodes(model, cluster):
-            return False
+            # Without a free node only a migration can make room; rank first so that a model that
+            # simply waits for a slot does not log an empty ranking at every arrival.
+            if not self.enable_migration or not self._placement.rank(model, cluster):
+                return False
         option = place(self._placement, model, cluster)
         if option is None:
             return False
@@ -572,14 +645,19 @@ class Controller:
         inst = Instance(instance_id=f"{dep.name}-{next(self._instance_ids)}", deployment=dep,
                         node_id=option.node_id, num_gpus=dep.config.num_gpus,
                         capacity=dep.config.backend_config.max_batch_size, placed_s=now, phase_since_s=now,
-                        estimate_s=option.estimate_s)
+                        estimate_s=option.estimate_s, tier_planned=option.tier.value)
         dep.instances[inst.instance_id] = inst
+        if option.migration is not None and option.migration.moves:
+            self._begin_migration(inst, option)
+            return True
         self._slots_used[option.node_id] += inst.num_gpus
         self._sample(dep, inst.node_id)
         inst.task = self._loop.create_task(self._load(inst))
         return True
 
-    async def _load(self, inst: Instance) -> None:
+    async def _load_checkpoint(self, inst: Instance) -> str | None:
+        """Load ``inst``'s model on its node; None when it is loaded, else the reason it failed (the
+        instance is then gone and its slots are free)."""
         dep = inst.deployment
         loop = self._loop
 
@@ -599,19 +677,174 @@ class Controller:
             del dep.instances[inst.instance_id]
             self._slots_used[inst.node_id] -= inst.num_gpus
             self._sample(dep, inst.node_id)
-            self._fail_waiters(dep, reason)
-            self._rescale_all()
-            self._check_drained(dep)
-            return
+            return reason
         now = self.recorder.now_s()
         inst.tier, inst.nbytes, inst.ready_s = info.tier, info.nbytes, now
         self.metrics.on_load(dep.name, info.tier, now - inst.placed_s)
         self._sample(dep, inst.node_id)
         logger.info("instance %s of %s ready on node %s (%s tier, %.3f s)", inst.instance_id, dep.name,
                     inst.node_id, info.tier, now - inst.placed_s)
+        return None
+
+    async def _load(self, inst: Instance) -> None:
+        dep = inst.deployment
+        reason = await self._load_checkpoint(inst)
+        if reason is not None:
+            self._fail_waiters(dep, reason)
+            self._rescale_all()
+            self._check_drained(dep)
+            return
         self._set_phase(inst, "idle")
         self._dispatch(dep)
         self._rescale(dep)
+        self._check_drained(dep)
+
+    # --- live migration -------------------------------------------------------------------------
+
+    def _find_instance(self, instance_id: str) -> Instance | None:
+        for dep in self._deployments.values():
+            inst = dep.instances.get(instance_id)
+            if inst is not None:
+                return inst
+        return None
+
+    def _begin_migration(self, inst: Instance, option: PlacementOption) -> None:
+        """Start the moves of ``option``'s plan; ``inst`` (placed on the node they free) loads after them.
+
+        The new instance takes the node's free slots now and each source's slots as it is released,
+        so no other placement can take them in between.
+        """
+        plan = option.migration
+        node = inst.node_id
+        free = self._node_gpus(node) - self._slots_used[node]
+        inst.slots_held = max(0, min(free, inst.num_gpus))
+        self._slots_used[node] += inst.slots_held
+        inst.load_detail = "waiting for migration"
+        self._sample(inst.deployment, node)
+        moves = []
+        for move in plan.moves:
+            src = self._find_instance(move.instance_id)
+            dest = self._plan_destination(src, move)
+            moves.append(self._loop.create_task(self._move(src, dest, move, inst)))
+            dest.task = moves[-1]
+        logger.info("migrating %s to make room for %s on node %s", ", ".join(
+            f"{m.instance_id} to node {m.to_node}" for m in plan.moves), inst.deployment.name, node)
+        inst.task = self._loop.create_task(self._load_after_migration(inst, moves))
+
+    def _node_gpus(self, node_id: str) -> int:
+        return next(n.num_gpus for n in self.cluster.nodes if n.node_id == node_id)
+
+    def _plan_destination(self, src: Instance, move: MigrationMove) -> Instance:
+        """Stop ``src`` from taking requests and reserve its destination instance's slots."""
+        dep = src.deployment
+        self._set_phase(src, MIGRATING)
+        now = self.recorder.now_s()
+        dest = Instance(instance_id=f"{dep.name}-{next(self._instance_ids)}", deployment=dep, node_id=move.to_node,
+                        num_gpus=src.num_gpus, capacity=src.capacity, placed_s=now, phase_since_s=now,
+                        estimate_s=move.load_s, tier_planned=move.tier.value)
+        dep.instances[dest.instance_id] = dest
+        self._slots_used[move.to_node] += dest.num_gpus
+        self._sample(dep, move.to_node)
+        return dest
+
+    async def _move(self, src: Instance, dest: Instance, move: MigrationMove, target: Instance) -> bool:
+        """Carry out one move: load ``dest``, hand ``src``'s requests over, release ``src`` (its slots
+        go to ``target``). True when ``src`` is gone; False when it keeps (some of) its requests."""
+        dep = src.deployment
+        started_s = self.recorder.now_s()
+        reason = await self._load_checkpoint(dest)
+        if reason is None:
+            self._set_phase(dest, RESUMING)
+            runs = list(src.running.values())
+            results = await asyncio.gather(*(self._move_request(run, src, dest) for run in runs),
+                                           return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                reason = f"handing a request over failed: {failures[0]}"
+            self._set_phase(dest, "ready" if dest.active else "idle")
+            self._dispatch(dep)
+            self._rescale(dep)
+        if reason is None and src.active == 0 and not self._closing:
+            logger.info("moved instance %s of %s from node %s to node %s as %s in %.3f s (estimated %.3f s)",
+                        src.instance_id, dep.name, src.node_id, dest.node_id, dest.instance_id,
+                        self.recorder.now_s() - started_s, move.cost_s)
+            await self._release_to(src, target)
+            return True
+        logger.warning("migration of instance %s of %s from node %s to node %s failed (%s); it stays on node %s",
+                       src.instance_id, dep.name, src.node_id, move.to_node,
+                       reason or "requests still running there", src.node_id)
+        src.migration_failed = True
+        # It served throughout: the attempt is recorded as ready time, so that a `migrating` phase
+        # always means an instance that moved (as the simulator's records and metrics count them).
+        src.phase = "ready"
+        if not src.active:
+            self._set_phase(src, "idle")
+        self._dispatch(dep)
+        self._rescale(dep)
+        return False
+
+    async def _move_request(self, run: RunningRequest, src: Instance, dest: Instance) -> None:
+        ticket, rec = run.ticket, run.ticket.record
+
+        def switch() -> None:
+            src.running.pop(rec.request_id, None)
+            src.active -= 1
+            ticket.instance = dest
+            self._occupy(dest)
+            dest.running[rec.request_id] = run
+            rec.migrated = True
+            rec.node, rec.instance_id = dest.node_id, dest.instance_id
+
+        move = await take_over(run, self.workers[src.node_id], self.workers[dest.node_id], dest.instance_id,
+                               self._migration, switch)
+        if move.moved:
+            logger.info("migrated request %d of %s from %s to %s: %d tokens re-computed, %d catch-up round(s), "
+                        "%d generated at the hand-over, paused %.1f ms", rec.request_id, src.deployment.name,
+                        src.instance_id, dest.instance_id, move.recomputed_tokens, move.rounds,
+                        move.handover_tokens, move.pause_s * 1e3)
+
+    async def _release_to(self, src: Instance, target: Instance) -> None:
+        """Release a migrated-away instance; its slots go to ``target`` as far as it still needs them."""
+        dep = src.deployment
+        self._set_phase(src, "releasing")
+        try:
+            await self.workers[src.node_id].release(src.instance_id)
+        except Exception:
+            logger.exception("releasing %s failed", src.instance_id)
+        now = self.recorder.now_s()
+        self.recorder.phase(src.instance_id, dep.name, src.node_id, Phase.RELEASED.value, now, now, tier=src.tier)
+        dep.instances.pop(src.instance_id, None)
+        freed = src.num_gpus
+        if (target.slots_held is not None and target.node_id == src.node_id and not self._closing
+                and target.deployment.instances.get(target.instance_id) is target):
+            taken = min(freed, target.num_gpus - target.slots_held)
+            target.slots_held += taken
+            freed -= taken
+        self._slots_used[src.node_id] -= freed
+        self._sample(dep, src.node_id)
+        if freed:
+            self._rescale_all()
+        self._check_drained(dep)
+
+    async def _load_after_migration(self, inst: Instance, moves: list[asyncio.Task]) -> None:
+        """Wait for the moves that free ``inst``'s node, then load it; or give up and place its model again."""
+        dep = inst.deployment
+        await asyncio.gather(*moves, return_exceptions=True)
+        now = self.recorder.now_s()
+        self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.QUEUED.value, inst.placed_s, now,
+                            tier=inst.tier_planned)
+        if inst.slots_held >= inst.num_gpus and not self._closing:
+            inst.slots_held = None
+            await self._load(inst)
+            return
+        logger.warning("the migrations for %s on node %s did not free its GPUs; placing it again", dep.name,
+                       inst.node_id)
+        self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now)
+        dep.instances.pop(inst.instance_id, None)
+        self._slots_used[inst.node_id] -= inst.slots_held
+        inst.slots_held = 0
+        self._sample(dep, inst.node_id)
+        self._rescale_all()
         self._check_drained(dep)
 
     def _on_load_phase(self, inst: Instance, timing) -> None:
@@ -625,7 +858,7 @@ class Controller:
     def _set_phase(self, inst: Instance, phase: str) -> None:
         """Move ``inst`` to ``phase``, recording the ready/idle period that ends."""
         now = self.recorder.now_s()
-        if inst.phase in ("ready", "idle"):
+        if inst.phase in ("ready", "idle", MIGRATING, RESUMING):
             self.recorder.phase(inst.instance_id, inst.deployment.name, inst.node_id, inst.phase,
                                 inst.phase_since_s, now, tier=inst.tier)
         inst.phase, inst.phase_since_s = phase, now
@@ -700,7 +933,7 @@ class Controller:
     def gauge_state(self) -> GaugeState:
         instances: dict[tuple[str, str], int] = {}
         for dep in self._deployments.values():
-            for phase in ("loading", "ready", "idle"):
+            for phase in ("loading", "ready", "idle", MIGRATING, RESUMING):
                 instances[(dep.name, phase)] = 0
             for inst in dep.instances.values():
                 if inst.phase != "releasing":

@@ -3,8 +3,9 @@
 A hand-written decode loop (rather than ``model.generate`` with a streamer thread) because the server
 needs, per token: the exact moment of the first token (for the records), incremental text that never
 splits a UTF-8 character or leaks the start of a stop sequence (for streaming), and a cancel check
-(a client that disconnects stops the loop). Sampling uses transformers' own logits warpers, on the CPU
-with a seeded ``torch.Generator``, so a seed gives the same text on any device.
+(a client that disconnects stops the loop), and a pause point where live migration can take the
+generation over (:class:`Decoder`, :class:`DecodeCheckpoint`). Sampling uses transformers' own logits
+warpers, on the CPU with a seeded ``torch.Generator``, so a seed gives the same text on any device.
 
 Everything here is blocking; the worker runs it in a thread.
 """
@@ -129,11 +130,11 @@ class _Sampler:
         else:
             self.rng.manual_seed(params.seed)
 
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> int:
+    def __call__(self, input_ids: Callable[[], torch.Tensor], logits: torch.Tensor) -> int:
         scores = logits.float().cpu()
         if self.greedy:
             return int(scores.argmax(dim=-1)[0])
-        ids = input_ids.cpu()
+        ids = input_ids()
         for warper in self.warpers:
             scores = warper(ids, scores)
         probs = torch.softmax(scores, dim=-1)
@@ -151,7 +152,258 @@ def _returned_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
-@torch.inference_mode()
+#: Generated tokens whose KV-cache entries are re-computed together, as one chunk, once all of them
+#: are known (see :class:`Decoder`): the cache layout a resumed generation can rebuild exactly.
+CACHE_BLOCK_TOKENS = 16
+
+
+def _croppable(cache) -> bool:
+    """Whether the last entries of ``cache`` can be dropped: a dynamic cache of full-attention layers
+    (sliding-window and linear-attention layers keep state that a crop cannot restore)."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+    except ImportError:
+        return False
+    layers = getattr(cache, "layers", None)
+    return isinstance(cache, DynamicCache) and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeCheckpoint:
+    """A paused generation as plain data: everything another copy of the model needs to continue it
+    exactly where it stopped (the basis of token-based live migration).
+
+    The KV cache is deliberately not part of it: the destination re-computes it from the prompt
+    (which it tokenizes itself from the request) and ``generated``.
+    """
+
+    generated: tuple[int, ...]
+    """Token ids generated so far, in order."""
+    emitted_chars: int
+    """Characters of the decoded reply already streamed to the client."""
+    rng_state: bytes
+    """State of the sampler's seeded ``torch.Generator`` after the last sampled token."""
+
+
+class DecodeControl:
+    """Signals from the event loop to a decode loop running in a worker thread (thread-safe).
+
+    ``stop()`` ends the loop at its next token; ``pause()`` makes it stop at its next token and
+    wait, having handed its :class:`DecodeCheckpoint` out, until ``resume()`` (go on here) or
+    ``stop()`` (the generation continues elsewhere, or its client left).
+    """
+
+    def __init__(self, cancel: threading.Event | None = None):
+        self._cond = threading.Condition()
+        self._state = "run"  # run, pause or stop
+        self._cancel = cancel
+
+    def stop(self) -> None:
+        with self._cond:
+            self._state = "stop"
+            self._cond.notify_all()
+
+    def pause(self) -> None:
+        with self._cond:
+            if self._state == "run":
+                self._state = "pause"
+
+    def resume(self) -> None:
+        with self._cond:
+            if self._state == "pause":
+                self._state = "run"
+                self._cond.notify_all()
+
+    @property
+    def stopped(self) -> bool:
+        return self._state == "stop" or (self._cancel is not None and self._cancel.is_set())
+
+    @property
+    def pause_requested(self) -> bool:
+        return self._state == "pause"
+
+    def wait_while_paused(self) -> bool:
+        """Block while paused; True when told to stop, False when told to go on."""
+        with self._cond:
+            while self._state == "pause":
+                self._cond.wait()
+            return self._state == "stop"
+
+
+class Decoder:
+    """One request's decoding on one loaded model: prompt, tokens so far, KV cache and sampler.
+
+    A generation starts with :meth:`run` (prefill, then the token loop). Live migration resumes one
+    on another copy of the model from tokens alone: :meth:`extend` it with the tokens generated so
+    far, in as many rounds as the source produces them, :meth:`restore` the source's
+    :class:`DecodeCheckpoint`, then :meth:`run` continues it, with the very tokens the source would
+    have produced, greedy or seeded sampling alike (the sampler's state travels in the checkpoint).
+
+    Exactness needs the destination's KV cache to be bit-identical to the source's, and a matrix
+    product's rows depend in their last bits on how many rows are computed at once (BLAS kernels
+    block differently), so one prefill over the prompt and all generated tokens would not do: near a
+    tie a greedy choice flips, and the texts part (the tiny test models showed it after ~250 tokens).
+    So every generation keeps its cache in one canonical layout: the prompt computed in one pass,
+    then each complete block of :data:`CACHE_BLOCK_TOKENS` generated tokens computed as one chunk
+    (when a block completes, its one-token entries are dropped and the block re-computed, at about
+    the cost of the one-token step it replaces), then the last tokens one at a time. A destination
+    rebuilds that layout in one pass per block plus fewer than a block of steps. (A cache whose
+    entries cannot be dropped — sliding-window or linear attention — keeps one-token entries
+    throughout, and is rebuilt one step per token: exact, but as slow as generating.)
+
+    Raises :class:`GenerationInputError` at construction for a prompt the model cannot take.
+    """
+
+    def __init__(self, model, tokenizer, request: GenerationRequest):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.params = params = request.params
+        self.prompt_ids = encode_prompt(tokenizer, request)
+        if not self.prompt_ids:
+            raise GenerationInputError("prompt", "the prompt is empty after tokenization")
+        max_len = context_length(model)
+        self.budget = params.max_tokens
+        if max_len is not None:
+            if len(self.prompt_ids) >= max_len:
+                raise GenerationInputError(
+                    "messages" if request.messages is not None else "prompt",
+                    f"the prompt has {len(self.prompt_ids)} tokens; this model's context is {max_len} tokens",
+                )
+            self.budget = min(self.budget, max_len - len(self.prompt_ids))
+        self.device = next(model.parameters()).device
+        self.eos = _eos_ids(model, tokenizer)
+        self.sampler = _Sampler(params)
+        self.generated: list[int] = []
+        self.emitted = 0
+        self.text = ""
+        self._cache = None
+        self._logits: torch.Tensor | None = None
+        self._fed = 0
+        self._cached_generated = 0
+        self._block = 0
+        self._cache_arg = _cache_argument(model)
+        self.forward_passes = 0
+        """Forward passes run so far (the cost of a resume, in the tests)."""
+
+    @property
+    def tokens_in_cache(self) -> int:
+        """Tokens (prompt first) whose keys and values the cache holds."""
+        return self._fed
+
+    def _forward(self, token_ids: Sequence[int]) -> None:
+        step = torch.tensor([list(token_ids)], device=self.device)
+        self._fed += len(token_ids)
+        mask = torch.ones((1, self._fed), dtype=torch.long, device=self.device)
+        extra = {} if self._cache is None else {self._cache_arg: self._cache}
+        out = self.model(input_ids=step, attention_mask=mask, use_cache=True, **extra)
+        self._cache = _returned_cache(out)
+        self._logits = out.logits[:, -1, :]
+        self.forward_passes += 1
+
+    @torch.inference_mode()
+    def _sync(self) -> None:
+        """Bring the cache to hold the prompt and every generated token, in the canonical layout; the
+        logits of the last token pick the next one."""
+        if self._fed == 0:
+            self._forward(self.prompt_ids)
+            self._block = CACHE_BLOCK_TOKENS if _croppable(self._cache) else 0
+        have, want = self._cached_generated, len(self.generated)
+        if self._block:
+            have_blocks = have // self._block * self._block
+            want_blocks = want // self._block * self._block
+            if want_blocks > have_blocks:
+                if have > have_blocks:
+                    self._cache.crop(-(have - have_blocks))  # drop the one-token entries of the block
+                    self._fed -= have - have_blocks
+                for start in range(have_blocks, want_blocks, self._block):
+                    self._forward(self.generated[start:start + self._block])
+                have = want_blocks
+        for i in range(have, want):
+            self._forward([self.generated[i]])
+        self._cached_generated = want
+
+    def extend(self, token_ids: Sequence[int]) -> None:
+        """Take more of the generated tokens (resuming elsewhere): they enter the cache."""
+        self.generated.extend(token_ids)
+        self._sync()
+
+    def checkpoint(self) -> DecodeCheckpoint:
+        """The generation so far as plain data (see :class:`DecodeCheckpoint`)."""
+        return DecodeCheckpoint(tuple(self.generated), self.emitted, bytes(self.sampler.rng.get_state().numpy()))
+
+    def restore(self, checkpoint: DecodeCheckpoint) -> None:
+        """Take over a generation paused elsewhere: take what of its tokens this one lacks, and adopt
+        its reply text, streamed position and sampler state."""
+        known = list(checkpoint.generated)
+        if known[:len(self.generated)] != self.generated:
+            raise ValueError("the checkpoint's tokens differ from those this generation was given")
+        self.extend(known[len(self.generated):])
+        self.emitted = checkpoint.emitted_chars
+        self.text = self._decode()
+        self.sampler.rng.set_state(torch.frombuffer(bytearray(checkpoint.rng_state), dtype=torch.uint8))
+
+    def _decode(self) -> str:
+        return self.tokenizer.decode(self.generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _all_ids(self) -> torch.Tensor:
+        return torch.tensor([self.prompt_ids + self.generated])
+
+    @torch.inference_mode()
+    def run(self, on_token: Callable[[str, int | None], None] | None = None, control: DecodeControl | None = None,
+            on_pause: Callable[[DecodeCheckpoint], None] | None = None) -> GenerationOutput:
+        """Generate until an end token, a stop sequence, the budget, or ``control`` stops it.
+
+        ``on_token(delta, token_id)`` is called once per generated token with the text that became
+        safe to show (possibly ``""``), and once more with ``token_id`` None if text held back at the
+        end remains. At a pause, ``on_pause(checkpoint)`` is called before waiting; a generation
+        stopped while paused returns ``finish_reason="handed_over"`` and streams nothing more.
+        """
+        stops = self.params.stop
+        finish = "length"
+        self._sync()
+        while len(self.generated) < self.budget:
+            next_id = self.sampler(self._all_ids, self._logits)
+            if next_id in self.eos:
+                finish = "stop"
+                break
+            self.generated.append(next_id)
+            text = self.text = self._decode()
+            cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                self.text = text = text[:cut]
+                finish = "stop"
+                if on_token is not None:
+                    on_token(text[self.emitted:], next_id)
+                self.emitted = len(text)
+                break
+            safe = len(text) - _held_back(text, stops)
+            if on_token is not None:
+                on_token(text[self.emitted:safe] if safe > self.emitted else "", next_id)
+            self.emitted = max(self.emitted, safe)
+            if len(self.generated) >= self.budget:
+                break  # the budget is spent: the last token's forward pass would be wasted
+            if control is not None:
+                if control.stopped:
+                    finish = "cancelled"
+                    break
+                if control.pause_requested:
+                    if on_pause is not None:
+                        on_pause(self.checkpoint())
+                    if control.wait_while_paused():
+                        # Continued elsewhere: what is held back is the destination's to stream.
+                        return self._output("handed_over")
+            self._sync()
+        # Whatever was held back (a partial stop prefix that never completed) belongs to the reply.
+        if on_token is not None and len(self.text) > self.emitted:
+            on_token(self.text[self.emitted:], None)
+            self.emitted = len(self.text)
+        return self._output(finish)
+
+    def _output(self, finish: str) -> GenerationOutput:
+        return GenerationOutput(text=self.text, prompt_tokens=len(self.prompt_ids),
+                                completion_tokens=len(self.generated), finish_reason=finish)
+
+
 def generate(
     model,
     tokenizer,
@@ -160,69 +412,15 @@ def generate(
     cancel: threading.Event | None = None,
     on_prompt: Callable[[int], None] | None = None,
 ) -> GenerationOutput:
-    """Generate a reply to ``request``.
+    """Generate a reply to ``request`` (blocking).
 
     ``on_prompt(n_tokens)`` is called once the prompt is tokenized and accepted, before prefill.
     ``on_text(delta)`` is called once per generated token with the text that became safe to show
     (possibly ``""``), so its first call marks the first token. Raises :class:`GenerationInputError`
     for a prompt the model cannot take.
     """
-    params = request.params
-    prompt_ids = encode_prompt(tokenizer, request)
-    if not prompt_ids:
-        raise GenerationInputError("prompt", "the prompt is empty after tokenization")
-    max_len = context_length(model)
-    budget = params.max_tokens
-    if max_len is not None:
-        if len(prompt_ids) >= max_len:
-            raise GenerationInputError(
-                "messages" if request.messages is not None else "prompt",
-                f"the prompt has {len(prompt_ids)} tokens; this model's context is {max_len} tokens",
-            )
-        budget = min(budget, max_len - len(prompt_ids))
+    decoder = Decoder(model, tokenizer, request)
     if on_prompt is not None:
-        on_prompt(len(prompt_ids))
-
-    device = next(model.parameters()).device
-    eos = _eos_ids(model, tokenizer)
-    sample = _Sampler(params)
-    stops = params.stop
-    input_ids = torch.tensor([prompt_ids], device=device)
-    all_ids = input_ids
-    generated: list[int] = []
-    emitted = 0
-    text = ""
-    finish = "length"
-    cache_arg = _cache_argument(model)
-    out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True)
-    for _ in range(budget):
-        next_id = sample(all_ids, out.logits[:, -1, :])
-        if next_id in eos:
-            finish = "stop"
-            break
-        generated.append(next_id)
-        text = tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-        if cut >= 0:
-            text = text[:cut]
-            finish = "stop"
-            if on_text is not None:
-                on_text(text[emitted:])
-            emitted = len(text)
-            break
-        safe = len(text) - _held_back(text, stops)
-        if on_text is not None:
-            on_text(text[emitted:safe] if safe > emitted else "")
-        emitted = max(emitted, safe)
-        if cancel is not None and cancel.is_set():
-            finish = "cancelled"
-            break
-        step = torch.tensor([[next_id]], device=device)
-        all_ids = torch.cat([all_ids, step], dim=1)
-        out = model(input_ids=step, attention_mask=torch.ones_like(all_ids), use_cache=True,
-                    **{cache_arg: _returned_cache(out)})
-    # Whatever was held back (a partial stop prefix that never completed) belongs to the reply.
-    if on_text is not None and len(text) > emitted:
-        on_text(text[emitted:])
-    return GenerationOutput(text=text, prompt_tokens=len(prompt_ids), completion_tokens=len(generated),
-                            finish_reason=finish)
+        on_prompt(len(decoder.prompt_ids))
+    on_token = None if on_text is None else (lambda delta, _token_id: on_text(delta))
+    return decoder.run(on_token, DecodeControl(cancel))

@@ -9,13 +9,20 @@ event loop stays responsive.
 Serving model: an instance runs each of its requests in its own thread, up to the deployment's
 ``max_batch_size`` at once (the sim's per-instance limit); there is no batched decoding — concurrent
 requests share the model's weights and the device, and each keeps its own KV cache.
+
+Live migration (token-based, see :mod:`live.migration`) uses two sides of the same interface: the
+source pauses a running generation at a token boundary (:meth:`NodeWorker.pause`, answered by a
+:class:`Paused` event carrying a :class:`~live.generation.DecodeCheckpoint`) and either goes on
+(:meth:`NodeWorker.unpause`) or stops when its stream is closed; the destination re-computes the
+KV cache from tokens (:meth:`NodeWorker.resume_prefill`, then :meth:`NodeWorker.resume_feed` for
+each round of catching up) and continues the generation (:meth:`NodeWorker.resume_generate`).
+Everything crossing the interface is plain data: token ids, the checkpoint, session ids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 from sllmsim.config.hardware import ClusterSpec, NodeSpec
 from sllmsim.errors import ConfigError, SllmsimError
 
-from live.generation import GenerationOutput, GenerationRequest, generate
+from live.generation import DecodeCheckpoint, DecodeControl, Decoder, GenerationOutput, GenerationRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,8 @@ class TextDelta:
     """One generated token's newly showable text (may be empty)."""
 
     text: str
+    token_id: int | None = None
+    """The generated token; None for text held back until the end (no new token)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +76,15 @@ class Finished:
     output: GenerationOutput
 
 
-GenerationEvent = PromptAccepted | TextDelta | Finished
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """The generation stopped at a token boundary, as :meth:`NodeWorker.pause` asked; it waits for
+    :meth:`NodeWorker.unpause` (go on here) or for its stream to be closed (it went elsewhere)."""
+
+    checkpoint: DecodeCheckpoint
+
+
+GenerationEvent = PromptAccepted | TextDelta | Paused | Finished
 
 
 class WorkerError(SllmsimError):
@@ -117,9 +134,41 @@ class NodeWorker(ABC):
         thread) as each load phase ends. Raises on failure, having freed what the load took."""
 
     @abstractmethod
-    def generate(self, instance_id: str, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    def generate(self, instance_id: str, request: GenerationRequest,
+                 session_id: str | None = None) -> AsyncIterator[GenerationEvent]:
         """Run one request on a loaded instance: yields :class:`PromptAccepted`, then a
-        :class:`TextDelta` per token, then :class:`Finished`. Closing the iterator early cancels."""
+        :class:`TextDelta` per token, then :class:`Finished`. Closing the iterator early cancels.
+
+        With ``session_id`` the generation can be paused (:meth:`pause`): the stream then yields a
+        :class:`Paused` event and waits."""
+
+    @abstractmethod
+    async def pause(self, session_id: str) -> None:
+        """Ask the generation ``session_id`` to pause after its next token (no-op once it ended)."""
+
+    @abstractmethod
+    async def unpause(self, session_id: str) -> None:
+        """Let a paused generation go on here."""
+
+    @abstractmethod
+    async def resume_prefill(self, instance_id: str, session_id: str, request: GenerationRequest,
+                             generated: list[int]) -> int:
+        """Start taking over a generation of ``request`` on a loaded instance: tokenize its prompt and
+        compute the KV cache of the prompt and the ``generated`` tokens. Returns the prompt's tokens."""
+
+    @abstractmethod
+    async def resume_feed(self, session_id: str, token_ids: list[int]) -> None:
+        """Extend a resuming generation's KV cache with tokens the source produced since."""
+
+    @abstractmethod
+    def resume_generate(self, session_id: str, checkpoint: DecodeCheckpoint) -> AsyncIterator[GenerationEvent]:
+        """Continue a resuming generation from the source's checkpoint: yields a :class:`TextDelta` per
+        new token, then :class:`Finished` (for the whole reply). Closing the iterator early cancels; it
+        can be paused like :meth:`generate`'s."""
+
+    @abstractmethod
+    async def drop_session(self, session_id: str) -> None:
+        """Forget a resuming generation that will not continue here."""
 
     @abstractmethod
     async def release(self, instance_id: str) -> None:
@@ -142,6 +191,10 @@ class LocalNodeWorker(NodeWorker):
                                              thread_name_prefix=f"node{node.node_id}-load")
         self._loaded: dict[str, object] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._controls: dict[str, DecodeControl] = {}
+        """Running generations that may be paused, by session id."""
+        self._resuming: dict[str, tuple[str, Decoder]] = {}
+        """Generations being taken over here (session id -> instance id, decoder) until they continue."""
 
     def storage_state(self) -> StorageState:
         s = self._storage
@@ -163,24 +216,38 @@ class LocalNodeWorker(NodeWorker):
         tier = getattr(loaded.tier, "value", loaded.tier)
         return LoadInfo(tier=str(tier), nbytes=int(loaded.nbytes))
 
-    async def generate(self, instance_id: str, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    def generate(self, instance_id: str, request: GenerationRequest,
+                 session_id: str | None = None) -> AsyncIterator[GenerationEvent]:
         loaded = self._loaded[instance_id]
+        control = DecodeControl()
+
+        def work(put) -> GenerationOutput:
+            decoder = Decoder(loaded.model, loaded.tokenizer, request)
+            put(PromptAccepted(len(decoder.prompt_ids)))
+            return decoder.run(lambda delta, token: put(TextDelta(delta, token)), control,
+                               lambda checkpoint: put(Paused(checkpoint)))
+
+        return self._stream(instance_id, session_id, control, work)
+
+    async def _stream(self, instance_id: str, session_id: str | None, control: DecodeControl,
+                      work: Callable[[Callable[[object], None]], GenerationOutput]) -> AsyncIterator[GenerationEvent]:
+        """Run ``work(put)`` in the instance's thread pool and yield what it puts, then its result as
+        :class:`Finished`. Closing the iterator stops the work at its next token."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
 
         def put(item) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
 
-        def work() -> None:
+        def run() -> None:
             try:
-                out = generate(loaded.model, loaded.tokenizer, request, on_text=lambda d: put(TextDelta(d)),
-                               cancel=cancel, on_prompt=lambda n: put(PromptAccepted(n)))
-                put(Finished(out))
+                put(Finished(work(put)))
             except BaseException as exc:  # handed to the event loop, re-raised there
                 put(exc)
 
-        running = loop.run_in_executor(self._pools[instance_id], work)
+        if session_id is not None:
+            self._controls[session_id] = control
+        running = loop.run_in_executor(self._pools[instance_id], run)
         try:
             while True:
                 item = await events.get()
@@ -190,12 +257,57 @@ class LocalNodeWorker(NodeWorker):
                 if isinstance(item, Finished):
                     return
         finally:
-            cancel.set()
+            control.stop()
+            if session_id is not None:
+                self._controls.pop(session_id, None)
             if not running.done():
                 # The thread stops at its next token; wait so the instance is never oversubscribed.
                 await asyncio.shield(running)
 
+    async def pause(self, session_id: str) -> None:
+        control = self._controls.get(session_id)
+        if control is not None:
+            control.pause()
+
+    async def unpause(self, session_id: str) -> None:
+        control = self._controls.get(session_id)
+        if control is not None:
+            control.resume()
+
+    async def resume_prefill(self, instance_id: str, session_id: str, request: GenerationRequest,
+                             generated: list[int]) -> int:
+        loaded = self._loaded[instance_id]
+
+        def prefill() -> int:
+            decoder = Decoder(loaded.model, loaded.tokenizer, request)
+            decoder.extend(list(generated))
+            self._resuming[session_id] = (instance_id, decoder)
+            return len(decoder.prompt_ids)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pools[instance_id], prefill)
+
+    async def resume_feed(self, session_id: str, token_ids: list[int]) -> None:
+        instance_id, decoder = self._resuming[session_id]
+        await asyncio.get_running_loop().run_in_executor(self._pools[instance_id], decoder.extend, list(token_ids))
+
+    def resume_generate(self, session_id: str, checkpoint: DecodeCheckpoint) -> AsyncIterator[GenerationEvent]:
+        instance_id, decoder = self._resuming.pop(session_id)
+        control = DecodeControl()
+
+        def work(put) -> GenerationOutput:
+            decoder.restore(checkpoint)
+            return decoder.run(lambda delta, token: put(TextDelta(delta, token)), control,
+                               lambda paused: put(Paused(paused)))
+
+        # Under the same session id: a moved generation can be paused, and moved, again.
+        return self._stream(instance_id, session_id, control, work)
+
+    async def drop_session(self, session_id: str) -> None:
+        self._resuming.pop(session_id, None)
+
     async def release(self, instance_id: str) -> None:
+        for session_id in [k for k, (inst, _) in self._resuming.items() if inst == instance_id]:
+            del self._resuming[session_id]
         loaded = self._loaded.pop(instance_id, None)
         pool = self._pools.pop(instance_id, None)
         if pool is not None:

@@ -40,19 +40,23 @@ def _is_loopback(host: str) -> bool:
               help="Require 'Authorization: Bearer KEY' on every route but /health (env SLLMSIM_API_KEY).")
 @click.option("--scheduler", default="storage_aware", show_default=True,
               help="Placement policy name (storage_aware, first_fit, random, round_robin or module:Class).")
+@click.option("--enable-migration", is_flag=True, default=False,
+              help="Let the storage-aware scheduler free the node that would start a model fastest by "
+                   "live-migrating running requests to other nodes (token-based; streams continue).")
 @click.option("--out", "run_dir", default=None, type=click.Path(file_okay=False),
               help="When the server stops, write the run's records there as a run folder (requests.csv, "
                    "instances.csv, summary.json, plots), comparable with a simulated run.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
-         scheduler: str, run_dir: str | None, log_level: str) -> None:
+         scheduler: str, enable_migration: bool, run_dir: str | None, log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
     cluster = load_hardware(hardware_config)
 
     from sllmsim.core.placement import make_placement_policy
 
-    make_placement_policy(scheduler)  # an unknown policy name fails here, before anything starts
+    # An unknown policy name, or migration with a policy that cannot migrate, fails here, before anything starts.
+    make_placement_policy(scheduler, enable_migration=enable_migration)
     from live.worker import default_devices, parse_devices
 
     node_devices = parse_devices(devices, cluster) if devices else default_devices(cluster)
@@ -66,6 +70,7 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     from live.server import create_app
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
-    app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir)
+    app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
+                     enable_migration=enable_migration)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)

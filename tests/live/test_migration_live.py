@@ -1,0 +1,179 @@
+"""Live migration end to end: a streaming generation moves to another node mid-stream to make room
+for a model whose checkpoint sits in its node's host memory; the client sees the same text.
+
+Two one-GPU nodes with a slow network (1 Mbps: a tiny checkpoint takes seconds to download), so the
+scheduler prefers moving the running request (its model is on node 1's disk) over downloading the
+arriving model onto node 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import pytest
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+from live.server import create_app, serve_in_thread  # noqa: E402
+from sllmsim.config.hardware import parse_hardware  # noqa: E402
+from test_server import HARDWARE, MESSAGES, spec_config, wait_until  # noqa: E402
+from test_server_lifecycle import _corrupt_header  # noqa: E402
+
+#: Long enough that the move finishes well before the generation does (the tiny model's context is 512).
+LONG_TOKENS = 320
+
+
+def _hardware() -> dict:
+    hardware = json.loads(HARDWARE.read_text())
+    for node in hardware.values():
+        node["network_bandwidth"] = "1Mbps"
+    return hardware
+
+
+def _configs(tiny_model_factory, second_targets: list[str] | None = None) -> tuple[dict, dict]:
+    """``long`` (on both nodes' disks, any node) and ``second`` (on node 0's disk)."""
+    long = spec_config("opt-2.7b", tiny_model_factory("llama"), model="long",
+                       placement_config={"local_disk": ["0", "1"]}, backend_config__max_batch_size=1)
+    placement = {"local_disk": ["0"]}
+    if second_targets is not None:
+        placement["target_nodes"] = second_targets
+    second = spec_config("opt-1.3b", tiny_model_factory("opt"), model="second", placement_config=placement)
+    return long, second
+
+
+def _stream_with_arrival(client: openai.OpenAI, arrival, after_chunks: int = 3) -> str:
+    """Stream a long greedy chat completion; once ``after_chunks`` chunks with text arrived, run
+    ``arrival()`` in a thread. Returns the streamed text (after the arrival has finished)."""
+    text, chunks, thread, failure = "", 0, None, []
+
+    def arrive():
+        try:
+            arrival()
+        except BaseException as exc:  # re-raised in the test's thread
+            failure.append(exc)
+
+    stream = client.chat.completions.create(model="long", messages=MESSAGES, max_tokens=LONG_TOKENS,
+                                            temperature=0, stream=True)
+    for chunk in stream:
+        delta = chunk.choices[0].delta.content if chunk.choices else None
+        if delta:
+            text += delta
+            chunks += 1
+            if chunks == after_chunks and thread is None:
+                thread = threading.Thread(target=arrive)
+                thread.start()
+    assert thread is not None, "the stream ended before the second model's request was sent"
+    thread.join(timeout=120)
+    if failure:
+        raise failure[0]
+    return text
+
+
+def _warm_second_on_node_0(http: httpx.Client, client: openai.OpenAI) -> None:
+    """Serve one request of ``second`` (on node 0, its disk) so its checkpoint stays in node 0's host cache."""
+    client.chat.completions.create(model="second", messages=MESSAGES, max_tokens=2)
+    wait_until(lambda: http.get("/status").json()["nodes"][0]["gpus_used"] == 0, what="release of second")
+    assert "second" in http.get("/status").json()["nodes"][0]["host_models"]
+
+
+def _baseline(http: httpx.Client, client: openai.OpenAI) -> str:
+    """The long request streamed without a migration (on node 0 too)."""
+    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="long", messages=MESSAGES, max_tokens=LONG_TOKENS, temperature=0, stream=True) if c.choices)
+    wait_until(lambda: http.get("/status").json()["nodes"][0]["gpus_used"] == 0, what="release of long")
+    return text
+
+
+def test_a_streaming_generation_migrates_mid_stream_and_the_client_sees_the_same_text(tmp_path, tiny_model_factory):
+    app = create_app(parse_hardware(_hardware(), "slow-network hardware"), tmp_path / "models",
+                     devices={"0": "cpu", "1": "cpu"}, enable_migration=True)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as http:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        for cfg in _configs(tiny_model_factory):
+            assert http.post("/register", json=cfg).status_code == 200
+        _warm_second_on_node_0(http, client)
+        want = _baseline(http, client)
+        assert len(set(want.split())) > 20  # varied text: a dropped or repeated token would show
+        replies = []
+
+        def second_arrives():
+            replies.append(client.chat.completions.create(model="second", messages=MESSAGES, max_tokens=4))
+
+        got = _stream_with_arrival(client, second_arrives)
+        assert got == want
+        assert replies and replies[0].choices[0].message.content is not None
+
+        records = http.get("/records").json()
+        requests = records["requests"]
+        assert [(r["model"], r["status"]) for r in requests] == [
+            ("second", "completed"), ("long", "completed"), ("long", "completed"), ("second", "completed")]
+        warm, baseline, moved, second = requests
+        assert not baseline["migrated"] and baseline["node"] == "0"
+        assert moved["migrated"] and moved["node"] == "1"  # it finished on node 1
+        assert moved["output_tokens"] == baseline["output_tokens"]
+        assert second["node"] == "0" and second["tier"] == "host" and not second["migrated"]
+
+        # The scheduler chose node 0 with a plan moving the long request's instance to node 1.
+        log = records["scheduler_log"]
+        plans = [line for line in log if line.startswith("Migration plan for model second on node 0")]
+        assert len(plans) == 1
+        source_id = re.search(r"\[\('([^']+)', '0', '1', ", plans[0]).group(1)
+        i = log.index(plans[0])
+        assert log[i - 1].startswith("Sorted scheduling options: [('0', ") and "('1', " in log[i - 1]
+        assert log[i + 1] == "Allocated node 0 for model second"
+
+        phases = records["phases"]
+        by_instance: dict[str, list[tuple[str, str]]] = {}
+        for p in phases:
+            by_instance.setdefault(p["instance_id"], []).append((p["node"], p["phase"]))
+        assert by_instance[source_id] == [("0", "loading_to_gpu"), ("0", "idle"), ("0", "ready"), ("0", "migrating"),
+                                          ("0", "released")]
+        dest_phases = by_instance[moved["instance_id"]]
+        assert ("1", "loading_to_gpu") in dest_phases and ("1", "resuming") in dest_phases
+        assert dest_phases.index(("1", "resuming")) < dest_phases.index(("1", "ready"))
+        second_phases = by_instance[second["instance_id"]]
+        assert second_phases[0] == ("0", "queued") and ("0", "loading_to_gpu") in second_phases
+        # The source's slot passed straight to the new instance: never more than one busy GPU per node.
+        busy = [s["value"] for s in records["timeseries"] if s["metric"] == "gpus_busy"]
+        assert max(busy) == 1 and min(busy) == 0
+
+
+def test_a_failed_move_leaves_the_request_on_its_source_and_the_new_model_waits(tmp_path, tiny_model_factory):
+    storage = tmp_path / "models"
+    app = create_app(parse_hardware(_hardware(), "slow-network hardware"), storage,
+                     devices={"0": "cpu", "1": "cpu"}, enable_migration=True)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as http:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        for cfg in _configs(tiny_model_factory, second_targets=["0"]):
+            assert http.post("/register", json=cfg).status_code == 200
+        _warm_second_on_node_0(http, client)
+        want = _baseline(http, client)
+        _corrupt_header(storage / "1" / "models" / "long")  # the destination's load will fail
+        replies = []
+
+        def second_arrives():
+            replies.append(client.chat.completions.create(model="second", messages=MESSAGES, max_tokens=4))
+
+        got = _stream_with_arrival(client, second_arrives)
+        assert got == want and replies
+
+        records = http.get("/records").json()
+        requests = records["requests"]
+        assert [(r["model"], r["status"], r["node"], r["migrated"]) for r in requests] == [
+            ("second", "completed", "0", False), ("long", "completed", "0", False),
+            ("long", "completed", "0", False), ("second", "completed", "0", False)]
+        long_request, second = requests[2], requests[3]
+        # The new model waited for the long request to finish, then started on node 0.
+        assert second["queued_until_s"] >= long_request["finish_s"]
+        log = records["scheduler_log"]
+        assert sum(line.startswith("Migration plan for model second") for line in log) == 1  # tried once only
+        phases = [(p["instance_id"], p["node"], p["phase"]) for p in records["phases"]]
+        assert any(node == "1" and phase == "released" for _, node, phase in phases)  # the failed destination
+        assert not any(phase in ("migrating", "resuming") for _, _, phase in phases)  # nothing moved
+        served = [phase for inst, _, phase in phases if inst == long_request["instance_id"]]
+        assert served[-3:] == ["ready", "idle", "released"] and served.count("ready") == 2  # before and during the try
+        busy = [s["value"] for s in records["timeseries"] if s["metric"] == "gpus_busy"]
+        assert max(busy) == 1
