@@ -85,7 +85,7 @@ def error_row(quantity: str, group: str, live: pd.Series, sim: pd.Series, target
 
 
 def error_table(requests: pd.DataFrame, loads: pd.DataFrame) -> pd.DataFrame:
-    """The error table: load time per live tier, TTFT and latency overall and for warm / cold starts."""
+    """The error table: load time per live tier; TTFT and latency overall, for warm / cold starts and per model."""
     load_target, latency_target = TARGETS[0], TARGETS[1]
     rows = []
     paired = loads[loads["paired"]]
@@ -98,7 +98,9 @@ def error_table(requests: pd.DataFrame, loads: pd.DataFrame) -> pd.DataFrame:
     cold = done["cold_start_live"].astype(bool)
     for quantity, col, target in (("time to first token", "ttft_s", None),
                                   ("end-to-end latency", "latency_s", latency_target)):
-        for group, sel in (("all", done), ("warm (live)", done[~cold]), ("cold start (live)", done[cold])):
+        groups = [("all", done), ("warm (live)", done[~cold]), ("cold start (live)", done[cold])]
+        groups += [(f"model {m}", done[done["model"] == m]) for m in sorted(done["model"].unique())]
+        for group, sel in groups:
             rows.append(error_row(quantity, group, sel[f"{col}_live"], sel[f"{col}_sim"],
                                   target if group == "all" else None))
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)
