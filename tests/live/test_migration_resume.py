@@ -22,8 +22,8 @@ MESSAGES = ({"role": "system", "content": "You are a helpful assistant."},
 MAX_TOKENS = 56
 
 
-def _request(temperature: float = 0.0, seed: int | None = None) -> GenerationRequest:
-    return GenerationRequest(SamplingParams(max_tokens=MAX_TOKENS, temperature=temperature, seed=seed),
+def _request(temperature: float = 0.0, seed: int | None = None, max_tokens: int = MAX_TOKENS) -> GenerationRequest:
+    return GenerationRequest(SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed),
                              messages=MESSAGES)
 
 
@@ -123,8 +123,11 @@ class _Ticket:
 
 
 def test_take_over_moves_a_stream_between_workers(store_factory, tiny_model_factory):
-    """The controller-side protocol: catch up in rounds while the source streams, pause, switch."""
-    request = _request()
+    """The controller-side protocol: catch up in rounds while the source streams, pause, switch.
+
+    The source runs freely in its thread; a long generation and at most two catch-up rounds leave it
+    far from its end at the hand-over, however the two threads share the CPU."""
+    request = _request(max_tokens=120)
 
     async def main():
         source, dest = await _loaded_workers(store_factory, tiny_model_factory("opt"), "cpu")
@@ -146,7 +149,7 @@ def test_take_over_moves_a_stream_between_workers(store_factory, tiny_model_fact
                             run.tokens.append(event.token_id)
                         if len(run.tokens) == 3 and mover is None:
                             mover = asyncio.ensure_future(take_over(
-                                run, source, dest, "b", MigrationSettings(handover_gap_tokens=1),
+                                run, source, dest, "b", MigrationSettings(handover_gap_tokens=1, max_rounds=2),
                                 lambda: switched.append(len(run.tokens))))
                     elif isinstance(event, Paused):
                         following = await run.paused(event.checkpoint)
