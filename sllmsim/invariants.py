@@ -10,6 +10,11 @@
 4. **GPU capacity**: no node ever has more busy GPUs than it has (``gpus_busy`` ≤ ``num_gpus``), nor
    fewer than zero.
 5. **Storage capacity**: host-memory and disk use never exceed ``host_size`` and ``disk_size``.
+6. **Migration and preemption**: a completed migrated request finished on an instance that resumed
+   migrated requests (it has a ``resuming`` phase), no earlier than that phase's end (the
+   hand-over); an instance's ``migrating`` or ``preempted`` phase is its last one before its
+   ``released`` marker, so a source never serves beside its destination after the hand-over and a
+   victim holds no GPU after it is stopped (GPU capacity during hand-overs is invariant 4).
 
 The checks are vectorised (a million requests take well under a second) and pure: they read the
 trace and the records, and return the violations found; :func:`assert_invariants` raises on any.
@@ -34,6 +39,7 @@ INVARIANTS = {
     3: "instance phases are ordered and do not overlap",
     4: "busy GPUs never exceed a node's GPUs",
     5: "host-memory and disk use never exceed their sizes",
+    6: "migrated requests finish after their hand-over; migration sources and preemption victims stop there",
 }
 
 
@@ -57,7 +63,7 @@ class InvariantError(SllmsimError):
 
 
 def check_invariants(trace, run: RunResult | RunFrames) -> list[Violation]:
-    """Check invariants 1–5 of a run of ``trace`` (a :class:`sllmsim.config.trace.TraceConfig`).
+    """Check invariants 1–6 of a run of ``trace`` (a :class:`sllmsim.config.trace.TraceConfig`).
 
     ``trace`` supplies the expected requests (``trace.requests``, those up to
     ``trace.simulation.until_s`` when the run was cut there) and the node capacities (``trace.cluster``). Returns the violations, empty when the run is sound.
@@ -68,6 +74,7 @@ def check_invariants(trace, run: RunResult | RunFrames) -> list[Violation]:
     out += _causality(frames.requests)
     out += _phases(frames.phases)
     out += _capacities(trace, frames.timeseries)
+    out += _migrations(frames.requests, frames.phases)
     return out
 
 
@@ -182,4 +189,33 @@ def _capacities(trace, ts: pd.DataFrame) -> list[Violation]:
         if negative.any():
             row = rows[negative].iloc[0]
             out.append(Violation(number, f"node {row['key']} at {row['time_s']:.6f} s: {what} is negative"))
+    return out
+
+
+def _migrations(req: pd.DataFrame, ph: pd.DataFrame) -> list[Violation]:
+    out = []
+    moved = req[(req["status"] == "completed") & req["migrated"].astype(bool)]
+    if len(moved):
+        resumed = ph[ph["phase"] == "resuming"].groupby("instance_id")["end_s"].max()
+        handover = moved["instance_id"].map(resumed)
+        missing = handover.isna()
+        if missing.any():
+            row = moved[missing].iloc[0]
+            out.append(Violation(6, f"migrated request {int(row['request_id'])} finished on instance "
+                                    f"{row['instance_id']}, which never resumed migrated requests"))
+        early = moved["finish_s"] < handover - TIME_TOLERANCE_S  # NaN compares False
+        if early.any():
+            row = moved[early].iloc[0]
+            out.append(Violation(6, f"migrated request {int(row['request_id'])} finished at {row['finish_s']:.6f}, "
+                                    f"before its hand-over to {row['instance_id']} at {handover[early].iloc[0]:.6f}"))
+    if ph.empty:
+        return out
+    ordered = ph.sort_values(["instance_id", "start_s", "end_s"], kind="stable")
+    after = ordered.groupby("instance_id", sort=False)["phase"].shift(-1)
+    stops = ordered["phase"].isin(["migrating", "preempted"])
+    bad = stops & after.notna() & (after != "released")
+    if bad.any():
+        row = ordered[bad].iloc[0]
+        out.append(Violation(6, f"instance {row['instance_id']} has a {after[bad].iloc[0]} phase after its "
+                                f"{row['phase']} phase (expected released)"))
     return out

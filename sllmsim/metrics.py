@@ -117,6 +117,16 @@ METRICS: tuple[Metric, ...] = (
     Metric("mean_gpus_busy", "GPUs", "gpu_seconds / duration_s"),
     Metric("peak_gpus_busy", "GPUs", "maximum over time of the busy GPUs summed over nodes"),
     Metric("peak_instances", "count", "maximum over time of the instances (not yet released) summed over models"),
+    Metric("migrations", "count", "running instances moved to another node by live migration (instances with a "
+                                  "migrating phase)"),
+    Metric("migrated_requests", "count", "requests that moved with a live migration (migrated = 1)"),
+    Metric("migrated_latency_mean_s", "s", "mean end-to-end latency of the completed migrated requests"),
+    Metric("migrated_latency_p99_s", "s", "99th percentile of end-to-end latency of the completed migrated requests"),
+    Metric("preemptions", "count", "running instances stopped to free their GPUs (instances with a preempted phase)"),
+    Metric("preempted_requests", "count", "times a request was stopped by a preemption and re-queued (last value of "
+                                          "the preempted_requests time series, summed over models)"),
+    Metric("preempted_tokens", "tokens", "prompt and generated tokens that preempted requests had computed and lost "
+                                         "(last value of the preempted_tokens time series, summed over models)"),
     Metric("per_model", "—", "the metrics marked per-model, for each model", mapping=True),
 )
 METRIC_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
@@ -387,6 +397,8 @@ def _phase_metrics(phases: pd.DataFrame) -> dict:
         return _num(values.mean()) if values.size else None
 
     out = {"instances_started": len(instances), "load_queue_mean_s": mean(dur[is_phase(Phase.QUEUED.value)])}
+    for key, phase in (("migrations", Phase.MIGRATING.value), ("preemptions", Phase.PREEMPTED.value)):
+        out[key] = int(np.unique(inst[is_phase(phase)]).size)
     for phase, short in LOAD_PHASES.items():
         out[f"load_{short}_mean_s"] = mean(dur[is_phase(phase)])
 
@@ -427,12 +439,16 @@ def _timeseries_metrics(timeseries: pd.DataFrame, end_s: float | None) -> dict:
         gpu_s = float(step_integral(busy, "gpus_busy", end_s).sum())
         peak_busy = float(step_total(busy, "gpus_busy")["value"].max())
     inst = step_total(timeseries, "instances")
-    return {
+    out = {
         "gpu_seconds": _num(gpu_s),
         "mean_gpus_busy": _ratio(gpu_s, end_s) if gpu_s is not None else None,
         "peak_gpus_busy": _num(peak_busy),
         "peak_instances": _num(inst["value"].max()) if len(inst) else None,
     }
+    for metric in ("preempted_requests", "preempted_tokens"):  # running totals per model
+        rows = timeseries[timeseries["metric"] == metric]
+        out[metric] = int(rows.groupby("key", sort=False)["value"].last().sum()) if len(rows) else 0
+    return out
 
 
 def summarize(requests: pd.DataFrame, phases: pd.DataFrame | None = None,
@@ -451,6 +467,10 @@ def summarize(requests: pd.DataFrame, phases: pd.DataFrame | None = None,
     out.update({f"cold_starts_{t}": tiers[t] for t in COLD_TIERS})
     delay = (requests["queued_until_s"] - requests["arrival_s"]).to_numpy(dtype=float)  # NaN if never served
     out.update(_stats(delay, "queueing_delay", (50, 99)))
+    migrated = requests["migrated"].to_numpy(dtype=bool)
+    out["migrated_requests"] = int(migrated.sum())
+    moved = _stats(arrays[2][arrays[0] & migrated], "latency", (99,))
+    out["migrated_latency_mean_s"], out["migrated_latency_p99_s"] = moved["latency_mean_s"], moved["latency_p99_s"]
     out.update(_phase_metrics(phases))
     end_s = run_end_s(requests, phases, timeseries)
     out["duration_s"] = _num(end_s)

@@ -32,6 +32,15 @@ class Phase(str, Enum):
     """Loaded, serving nothing, waiting out its keep-alive."""
     RELEASED = "released"
     """Unloaded; the GPUs are free again (a zero-length phase marking the end)."""
+    MIGRATING = "migrating"
+    """Live migration source: still serving its requests while another node loads the model and
+    resumes them; ends at the hand-over, when the instance is released."""
+    RESUMING = "resuming"
+    """Live migration destination, loaded: re-computing the KV cache of the migrated requests from
+    their tokens, in catch-up rounds; ends at the hand-over, when it starts serving them."""
+    PREEMPTED = "preempted"
+    """Stopped to free its GPUs for another model; its requests were re-queued (a zero-length phase
+    just before ``released``)."""
 
 
 @dataclass(slots=True)
@@ -136,7 +145,9 @@ class TimeseriesRecord:
     """One sample of a cluster quantity, written whenever it changes. Rows of ``timeseries.csv``.
 
     ``metric`` is one of ``instances`` (key = model: instances not released), ``gpus_busy``
-    (key = node), ``host_used_bytes`` (key = node) or ``disk_used_bytes`` (key = node).
+    (key = node), ``host_used_bytes`` (key = node) or ``disk_used_bytes`` (key = node); runs that
+    preempt also write the running totals ``preempted_requests`` (key = model: requests stopped and
+    re-queued) and ``preempted_tokens`` (key = model: prompt and generated tokens they had computed).
     """
 
     time_s: float
