@@ -67,8 +67,9 @@ class SchedulerSettings:
     autoscale: str = "concurrency"
     """A registered autoscaling policy (``sllmsim.core.autoscale``) or ``module:Class``."""
     enable_migration: bool = False
-    """Live migration of running inference (ServerlessLLM §5; the reference scheduler config's flag).
-    Not modelled by the simulator yet."""
+    """Live migration of running inference (ServerlessLLM §5; the reference scheduler config's flag):
+    a placement may move running instances off the node that would start a model fastest. Only
+    placement policies with ``supports_migration`` (storage_aware) accept it."""
 
 
 @dataclass(frozen=True)
@@ -319,9 +320,11 @@ def check_trace(trace: TraceConfig) -> None:
     known = set(sizes)
     for name in set(trace.explicit_requests.model.tolist()) - known:
         raise ConfigError(trace.source, "requests", _unknown_model(name, list(sizes)))
-    if trace.scheduler.enable_migration:
+    if trace.scheduler.enable_migration and not getattr(resolve("placement", trace.scheduler.placement),
+                                                        "supports_migration", False):
         raise ConfigError(trace.source, "scheduler.enable_migration",
-                          "live migration is not modelled by the simulator yet")
+                          f"placement policy {trace.scheduler.placement!r} cannot migrate running inferences; "
+                          "use storage_aware or set enable_migration to false")
 
 
 def _parse_hardware(value: Any, base_dir: Path, source: str) -> ClusterSpec:

@@ -19,7 +19,12 @@ One :class:`Simulation` replays a :class:`~sllmsim.config.trace.TraceConfig`:
 5. **Serving.** A loaded instance prefills the prompts it has admitted as one batch (decode pauses
    meanwhile), then decodes its batch; times come from the roofline (:mod:`sllmsim.sim.roofline`)
    and are computed once per batch change. Only here is a request's true output length used.
-6. **Records.** Every request gets a :class:`~sllmsim.records.RequestRecord`, every instance phase a
+6. **Making room** (only with ``scheduler.enable_migration`` or the ``shepherd`` policy). The
+   snapshot then lists each node's running instances, and a placement may first move some of them
+   to other nodes (token-based live migration: the destination loads the model, re-computes the
+   KV cache in catch-up rounds while the source keeps generating, then takes the requests over) or
+   stop them and re-queue their requests (preemption). See "Making room" below.
+7. **Records.** Every request gets a :class:`~sllmsim.records.RequestRecord`, every instance phase a
    :class:`~sllmsim.records.PhaseRecord`, and every change of instances, busy GPUs and tier usage a
    :class:`~sllmsim.records.TimeseriesRecord`.
 
@@ -34,18 +39,23 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from heapq import heappop, heappush
+from operator import attrgetter
 
 import simpy
 from simpy.events import NORMAL, Event
 
 from sllmsim import catalog
+from sllmsim.config.hardware import GpuType
 from sllmsim.config.trace import TraceConfig, check_trace, trace_to_dict
 from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, keep_alive_expires_s,
                                     make_autoscale_policy)
 from sllmsim.core.placement import logger as scheduler_logger
-from sllmsim.core.placement import make_placement_policy, place
-from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier
+from sllmsim.core.migration import MigrationPlan
+from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place
+from sllmsim.core.preemption import PreemptionPlan
+from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, RunningInstanceView, Tier
 from sllmsim.errors import SllmsimError
 from sllmsim.records import Phase, PhaseRecord, RequestRecord, RunResult, TimeseriesRecord
 from sllmsim.sim.links import FlowNetwork, Link
@@ -62,10 +72,27 @@ LOADING_TO_GPU = Phase.LOADING_TO_GPU.value
 READY = Phase.READY.value
 IDLE = Phase.IDLE.value
 RELEASED = Phase.RELEASED.value
+MIGRATING = Phase.MIGRATING.value
+RESUMING = Phase.RESUMING.value
+PREEMPTED = Phase.PREEMPTED.value
 _LOAD_PHASES = (DOWNLOADING, LOADING_TO_HOST, LOADING_TO_GPU)
 
 #: A request whose remaining decode steps are within this of the batch minimum finishes with it.
 _STEP_EPS = 1e-6
+#: Slack for comparing simulated instants computed along different float paths.
+_TIME_EPS = 1e-9
+#: Slack for token counts derived from continuous decode progress (a whole token is not 0.999…).
+_TOKEN_EPS = 1e-9
+#: Catch-up rounds of a migration before the hand-over is forced (the stream then pauses while the
+#: destination re-computes the rest). Rounds shrink the gap geometrically whenever re-computing a
+#: token is faster than generating one, so a few suffice; the cap only matters when it is not.
+MAX_CATCHUP_ROUNDS = 8
+#: A migration hands over once every request's gap (tokens the source has and the destination
+#: lacks) is at most this: the destination's next decode step consumes the last token anyway.
+HANDOVER_GAP_TOKENS = 1.0
+
+
+_request_id = attrgetter("request_id")
 
 
 class _Wake(Event):
@@ -89,7 +116,8 @@ class ModelState:
 
     __slots__ = ("name", "cfg", "size_bytes", "num_params", "arch", "dtype_bytes", "num_gpus", "max_batch",
                  "asc", "view", "allowed", "instances", "ready", "by_id", "idle", "queue", "in_flight",
-                 "counter", "unplaced", "fail_reason", "rooflines", "version", "check_at")
+                 "counter", "unplaced", "fail_reason", "rooflines", "version", "check_at", "moving",
+                 "preempted_requests", "preempted_tokens")
 
     def __init__(self, cfg, allowed_nodes: list[NodeState]):
         size = catalog.model_size(cfg)
@@ -115,16 +143,22 @@ class ModelState:
         self.counter = 0
         self.unplaced = 0
         self.fail_reason = ""
-        self.rooflines: dict[str, Roofline] = {}
+        self.rooflines: dict[GpuType, Roofline] = {}
         self.version = 0
         self.check_at: float | None = None
+        self.moving = 0
+        """Destination instances of migrations in progress (they replace a source, so the autoscaler
+        does not count them as extra instances)."""
+        self.preempted_requests = 0
+        self.preempted_tokens = 0
 
     def roofline(self, node: NodeState) -> Roofline:
         gpu = node.spec.gpu
-        roof = self.rooflines.get(gpu.name)
+        # Keyed by the whole GPU type: a node may override a named type's bandwidth or FLOP/s.
+        roof = self.rooflines.get(gpu)
         if roof is None:
             roof = Roofline.build(self.num_params, self.dtype_bytes, self.arch, gpu, self.num_gpus)
-            self.rooflines[gpu.name] = roof
+            self.rooflines[gpu] = roof
         return roof
 
 
@@ -189,7 +223,7 @@ class Instance:
 
     __slots__ = ("iid", "model", "node", "node_id", "phase", "phase_start", "tier", "ready_s", "load",
                  "prefill_queue", "prefill_end", "prefill_wake", "heap", "batch", "steps", "ctx_offset",
-                 "seg_start", "base_s", "kv_s", "roof", "version")
+                 "seg_start", "base_s", "kv_s", "roof", "version", "placed_s", "migration", "waiting_gpus")
 
     def __init__(self, iid: str, model: ModelState, now: float):
         self.iid = iid
@@ -217,6 +251,39 @@ class Instance:
         self.kv_s = 0.0
         self.roof: Roofline | None = None
         self.version = 0
+        self.placed_s = math.inf
+        """When its load began (it holds GPUs from then on)."""
+        self.migration: _Migration | None = None
+        """The migration this instance is the source or the destination of, while it runs."""
+        self.waiting_gpus = 0
+        """GPUs it still waits for on its node while running instances there make room."""
+
+
+class _Migration:
+    """One move of a migration plan in progress: ``source`` keeps serving on its node while ``dest``
+    loads the model on another node and re-computes the requests' KV cache; ``target`` is the new
+    instance waiting for the source's GPUs."""
+
+    __slots__ = ("source", "dest", "target", "computed", "rounds", "version")
+
+    def __init__(self, source: Instance, dest: Instance, target: Instance):
+        self.source = source
+        self.dest = dest
+        self.target = target
+        self.computed: dict[int, float] = {}
+        """Tokens of each request whose KV cache the destination holds (request id -> tokens)."""
+        self.rounds = 0
+        self.version = 0
+
+
+class _Retry:
+    """The timer of the next placement retry while room-making waits for an instance to become movable."""
+
+    __slots__ = ("version", "at")
+
+    def __init__(self):
+        self.version = 0
+        self.at = math.inf
 
 
 class _SchedulerLog(logging.Handler):
@@ -258,7 +325,14 @@ class Simulation:
         self.env = simpy.Environment(initial_time=0.0)
         self.flows = FlowNetwork(self.env)
         placement_seed = int(trace.seed_sequence("placement").generate_state(1)[0])
-        self.placement = make_placement_policy(trace.scheduler.placement, seed=placement_seed)
+        self.placement = make_placement_policy(trace.scheduler.placement, seed=placement_seed,
+                                               enable_migration=trace.scheduler.enable_migration)
+        # Only these policies may ask to make room; for the others the snapshot lists no running
+        # instances, which keeps their placements exactly as cheap as before.
+        self.makes_room = trace.scheduler.enable_migration or isinstance(self.placement, ShepherdPlacement)
+        self._retry = _Retry()
+        self._preempted: set[int] = set()
+        """Ids of requests stopped by a preemption once: their instances are never victims again."""
         self.autoscaler = make_autoscale_policy(trace.scheduler.autoscale)
         self.sequential = trace.simulation.loading == "sequential"
 
@@ -401,6 +475,8 @@ class Simulation:
         if inst.phase != READY:
             self._phase(inst, READY, now)
             inst.model.idle.pop(inst.iid, None)
+            if self.makes_room and self.pending:
+                self._retry_at(self._movable_from(inst))  # it is running now: it may make room soon
         inst.load += 1
         rec.node = inst.node_id
         rec.instance_id = inst.iid
@@ -501,15 +577,19 @@ class Simulation:
         inst.load -= finished
         m.in_flight -= finished
         queue = m.queue
-        while queue and inst.load < m.max_batch:
+        migrating = inst.migration is not None  # a migration source admits nothing new
+        while queue and inst.load < m.max_batch and not migrating:
             self._admit(inst, queue.popleft(), now)
         if inst.prefill_queue:
             self._start_prefill(inst, now)
         elif inst.batch:
             self._schedule_decode(inst, now, now)
         if not inst.load:
-            self._phase(inst, IDLE, now)
-            m.idle[inst.iid] = IdleInstance(inst.iid, now)
+            if migrating:
+                self._abandon_migration(inst.migration, now)
+            else:
+                self._phase(inst, IDLE, now)
+                m.idle[inst.iid] = IdleInstance(inst.iid, now)
         # m.idle is in idle-since order, so its first entry is the first whose keep-alive runs out.
         if m.unplaced or (m.idle and (
                 m.check_at is None or keep_alive_expires_s(next(iter(m.idle.values())), m.asc) <= now)):
@@ -530,16 +610,18 @@ class Simulation:
         flight never ask for more instances).
         """
         now = self.env.now
+        count = len(m.instances) - m.moving
         decision = decide_scaling(self.autoscaler, ScalingContext(
-            m.name, now, m.in_flight, len(m.instances), tuple(m.idle.values()), m.asc))
+            m.name, now, m.in_flight, count, tuple(m.idle.values()), m.asc))
         if decision.start:
             for _ in range(decision.start):
                 self._start_instance(m, now)
         if decision.release:
             for iid in decision.release:
                 self._release(m.by_id[iid], now)
-        if m.unplaced and decision.desired < len(m.instances):
-            self._cancel_unplaced(m, len(m.instances) - decision.desired, now)
+        count = len(m.instances) - m.moving
+        if m.unplaced and decision.desired < count:
+            self._cancel_unplaced(m, count - decision.desired, now)
         check = decision.next_check_s
         if check is not None and (m.check_at is None or check < m.check_at):
             m.check_at = check
@@ -575,19 +657,29 @@ class Simulation:
     def _try_place(self, inst: Instance, now: float) -> bool:
         m = inst.model
         need = m.num_gpus
+        running = self._running_views(now) if self.makes_room else None
         # Cheap pre-check so that a full cluster does not log a failed placement per retry.
         if not any(n.free_gpus >= need for n in m.allowed):
-            return False
-        option = place(self.placement, m.view, self._cluster_view(now))
+            if running is None:
+                return False
+            if not self._room_possible(m, running):
+                self._retry_when_movable(now)
+                return False
+        view = self._cluster_view(now)
+        if running:
+            view = ClusterView(tuple(replace(v, running=tuple(running[v.node_id])) if v.node_id in running else v
+                                     for v in view.nodes))
+        option = place(self.placement, m.view, view)
         if option is None:
+            if running is not None:
+                self._retry_when_movable(now)
             return False
         node = self.node_by_id[option.node_id]
-        if option.migration is not None or option.preemption is not None or node.free_gpus < need:
-            # The views carry no running instances, so no policy should plan to make room.
+        if option.migration is None and option.preemption is None and node.free_gpus < need:
             raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} chose node {node.node_id} "
-                               f"for {m.name} without {need} free GPUs (migration and preemption are not "
-                               "simulated yet)")
-        node.free_gpus -= need
+                               f"for {m.name} without {need} free GPUs and without a plan to make room")
+        take = min(node.free_gpus, need)
+        node.free_gpus -= take
         node.dirty = True
         self._sample(now, "gpus_busy", node.node_id, node.spec.num_gpus - node.free_gpus)
         self.pending.remove(inst)
@@ -596,12 +688,21 @@ class Simulation:
         inst.node_id = node.node_id
         inst.roof = roof = m.roofline(node)
         inst.kv_s = roof.kv_s_per_token
-        self._begin_load(inst, node, now)
+        inst.waiting_gpus = need - take
+        if option.migration is not None:
+            self._migrate(inst, option.migration, now)
+        elif option.preemption is not None:
+            self._preempt(inst, option.preemption, now)
+        else:
+            self._begin_load(inst, node, now)
         return True
 
     def _place_pending(self, now: float) -> None:
         for inst in list(self.pending):
-            self._try_place(inst, now)
+            # A placement can start or cancel other instances (a preemption re-queues requests,
+            # whose model may scale out), so skip the ones no longer waiting.
+            if inst.node is None and inst.phase != RELEASED:
+                self._try_place(inst, now)
 
     def _cancel_unplaced(self, m: ModelState, surplus: int, now: float) -> None:
         for inst in reversed(list(self.pending)):
@@ -618,6 +719,7 @@ class Simulation:
     def _begin_load(self, inst: Instance, node: NodeState, now: float) -> None:
         """Reserve space and start the transfer now, so the next decision at this instant already
         sees this load in the node's backlog; a process carries it through the remaining stages."""
+        inst.placed_s = now
         m = inst.model
         model = m.name
         size = m.size_bytes
@@ -675,7 +777,10 @@ class Simulation:
             yield env.timeout(node.spec.load_overhead_s)
         node.loading -= 1
         node.dirty = True
-        self._instance_ready(inst, env.now)
+        if inst.migration is not None:
+            self._start_resume(inst.migration, env.now)
+        else:
+            self._instance_ready(inst, env.now)
 
     def _reserve(self, store: TierStore, model: str, size: int, node: NodeState, metric: str, now: float) -> bool:
         before = store.used_bytes
@@ -716,6 +821,290 @@ class Simulation:
         self._phase(inst, RELEASED, now)
         self._phase(inst, RELEASED, now)
         self._sample(now, "instances", m.name, len(m.instances))
+
+    # ------------------------------------------------------------------------------------ making room
+    #
+    # With scheduler.enable_migration (storage-aware placement) or the shepherd policy, the snapshot
+    # lists each node's running instances and a placement may make room on its node first:
+    #
+    # - Migration (ServerlessLLM, Fu et al., OSDI'24, §5, token-based): the new instance takes the
+    #   node's free GPUs and waits for the rest. For each move, a destination instance of the moved
+    #   model takes its GPUs on the other node at once and loads the checkpoint like any load. It then
+    #   re-computes the KV cache of the source's requests from their tokens (prompt + generated so
+    #   far) as one prefill pass of that many tokens on the destination's roofline, while the source
+    #   keeps generating; each further catch-up round re-computes the tokens the source produced
+    #   meanwhile. Once no request lacks more than one token (the destination's next decode step
+    #   consumes the last one anyway) and the source is not prefilling, the source stops and its
+    #   requests continue on the destination from exactly where they were: no pause. After
+    #   MAX_CATCHUP_ROUNDS the hand-over is forced and the stream pauses while the destination
+    #   re-computes the rest. The source's GPUs go straight to the waiting instance, which then loads.
+    #   A source admits no new request while it migrates; if its requests all finish first, it is
+    #   released at once and the destination becomes an ordinary instance when it is loaded.
+    # - Preemption (the Shepherd*-like baseline): the victims stop now, their requests go back to
+    #   their model's queue keeping their arrival order (what they had computed is lost and counted
+    #   in the preempted_requests / preempted_tokens time series), and their GPUs go to the new instance.
+    #
+    # Thrash guards. For both: an instance may be moved or stopped only once it has served for at
+    # least as long as it took to start (load, plus resume for a migrated one), so at most half of
+    # any instance's GPU time goes to starting it, however often placements want its GPUs. For
+    # preemption also: a request is stopped at most once (an instance serving one that was is no
+    # victim), because the time guard alone lets two models whose generations outlast their loads
+    # stop each other forever without either finishing. Migration needs no such rule: a moved
+    # request keeps its progress, so it finishes however often it moves.
+
+    def _movable_from(self, inst: Instance) -> float:
+        """When ``inst`` may first be migrated or preempted (the thrash guard)."""
+        return inst.ready_s + (inst.ready_s - inst.placed_s)
+
+    def _request_tokens(self, inst: Instance, now: float) -> list[tuple[int, float]]:
+        """(request id, prompt tokens + tokens generated so far) of each request ``inst`` serves at
+        ``now``: what another node must re-compute to resume it. Decode progress is continuous, so
+        the counts can be fractional."""
+        heap = inst.heap
+        steps = inst.steps
+        if heap and now > inst.seg_start:
+            k = inst.batch
+            done = decode_steps(now - inst.seg_start, inst.base_s, inst.kv_s, inst.ctx_offset + k * steps, k)
+            left = heap[0][0] - steps
+            steps += done if done < left else left
+        out = []
+        for fin, rid, rec in heap:
+            tokens = rec.input_tokens
+            if rec.first_token_s <= now:  # a request whose prefill is still running has only its prompt
+                tokens += rec.output_tokens - (fin - steps)
+            out.append((rid, tokens))
+        for rec in inst.prefill_queue:
+            out.append((rec.request_id, rec.input_tokens))
+        return out
+
+    def _running_views(self, now: float) -> dict[str, list[RunningInstanceView]]:
+        """Per node id, the instances a placement may move or stop: loaded, serving, not migrating,
+        past the thrash guard."""
+        out: dict[str, list[RunningInstanceView]] = {}
+        stopped = self._preempted
+        for m in self.models.values():
+            for inst in m.ready:
+                if inst.load and inst.migration is None and now >= self._movable_from(inst) - _TIME_EPS:
+                    requests = self._request_tokens(inst, now)
+                    if stopped and any(rid in stopped for rid, _ in requests):
+                        continue
+                    tokens = sum(t for _, t in requests)
+                    out.setdefault(inst.node_id, []).append(
+                        RunningInstanceView(inst.iid, m.view, int(tokens + _TOKEN_EPS)))
+        return out
+
+    @staticmethod
+    def _room_possible(m: ModelState, running: dict[str, list[RunningInstanceView]]) -> bool:
+        """Whether some allowed node has enough GPUs free or held by instances of other models that
+        may be moved or stopped (the policy decides whether and where)."""
+        need = m.num_gpus
+        for n in m.allowed:
+            if n.spec.num_gpus < need:
+                continue
+            held = sum(v.num_gpus for v in running.get(n.node_id, ()) if v.model.name != m.name)
+            if n.free_gpus + held >= need:
+                return True
+        return False
+
+    def _retry_when_movable(self, now: float) -> None:
+        """Retry the waiting placements when the next running instance passes its thrash guard."""
+        soonest = math.inf
+        for m in self.models.values():
+            for inst in m.ready:
+                if inst.load and inst.migration is None:
+                    t = self._movable_from(inst)
+                    if now < t < soonest:
+                        soonest = t
+        if soonest < math.inf:
+            self._retry_at(soonest)
+
+    def _retry_at(self, t: float) -> None:
+        now = self.env.now
+        retry = self._retry
+        t = max(t, now)
+        if t < retry.at:
+            retry.at = t
+            retry.version += 1
+            _Wake(self.env, retry, self._on_retry, t - now)
+
+    def _on_retry(self, event: _Wake) -> None:
+        retry = self._retry
+        if event.version == retry.version:
+            retry.at = math.inf
+            if self.pending:
+                self._place_pending(self.env.now)
+
+    def _give_gpus(self, target: Instance, node: NodeState, gpus: int, now: float) -> None:
+        """GPUs of a stopped or migrated instance on ``node`` go to ``target``, which waits for them
+        there; any beyond what it still needs become free."""
+        use = min(gpus, target.waiting_gpus)
+        target.waiting_gpus -= use
+        if use and not target.waiting_gpus:
+            self._begin_load(target, node, now)
+        if gpus > use:
+            node.free_gpus += gpus - use
+            node.dirty = True
+            self._sample(now, "gpus_busy", node.node_id, node.spec.num_gpus - node.free_gpus)
+            self._place_pending(now)
+
+    def _migrate(self, target: Instance, plan: MigrationPlan, now: float) -> None:
+        """Start every move of ``plan``; ``target`` (placed on ``plan.node_id``) waits for the GPUs."""
+        for move in plan.moves:
+            sm = self.models[move.model]
+            source = sm.by_id.get(move.instance_id)
+            node = self.node_by_id[move.to_node]
+            if (source is None or source.migration is not None or not source.load
+                    or source.node is not target.node or node.free_gpus < move.num_gpus):
+                raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} planned an impossible "
+                                   f"migration of {move.instance_id} from node {move.from_node} to {move.to_node}")
+            node.free_gpus -= move.num_gpus
+            node.dirty = True
+            self._sample(now, "gpus_busy", node.node_id, node.spec.num_gpus - node.free_gpus)
+            dest = Instance(f"{sm.name}-{sm.counter}", sm, now)
+            sm.counter += 1
+            sm.instances.append(dest)
+            sm.by_id[dest.iid] = dest
+            sm.moving += 1
+            self._sample(now, "instances", sm.name, len(sm.instances))
+            dest.node = node
+            dest.node_id = node.node_id
+            dest.roof = roof = sm.roofline(node)
+            dest.kv_s = roof.kv_s_per_token
+            mig = _Migration(source, dest, target)
+            source.migration = dest.migration = mig
+            sm.ready.remove(source)
+            self._phase(source, MIGRATING, now)
+            self._begin_load(dest, node, now)
+
+    def _start_resume(self, mig: _Migration, now: float) -> None:
+        """The destination has loaded the model: start re-computing the requests' KV cache."""
+        self._phase(mig.dest, RESUMING, now)
+        self._catch_up(mig, now)
+
+    def _catch_up(self, mig: _Migration, now: float) -> None:
+        """One round: re-compute, as one prefill pass, the tokens the destination does not hold yet."""
+        todo = 0.0
+        computed = mig.computed
+        for rid, tokens in self._request_tokens(mig.source, now):
+            have = computed.get(rid, 0.0)
+            if tokens > have:
+                todo += tokens - have
+                computed[rid] = tokens
+        mig.rounds += 1
+        mig.version += 1
+        _Wake(self.env, mig, self._on_round_done, mig.dest.roof.prefill_s(todo) if todo > 0 else 0.0)
+
+    def _on_round_done(self, event: _Wake) -> None:
+        mig = event.target
+        if event.version != mig.version:
+            return
+        now = self.env.now
+        source = mig.source
+        computed = mig.computed
+        gaps = [tokens - computed.get(rid, 0.0) for rid, tokens in self._request_tokens(source, now)]
+        prefilling = source.prefill_end - now > _TIME_EPS or bool(source.prefill_queue)
+        if not prefilling and max(gaps) <= HANDOVER_GAP_TOKENS + _TOKEN_EPS:
+            self._hand_over(mig, now, 0.0)
+        elif mig.rounds < MAX_CATCHUP_ROUNDS:
+            self._catch_up(mig, now)
+        elif prefilling:
+            # Prompts the source admitted before the migration are still being prefilled there;
+            # hand over once that pass is done.
+            mig.version += 1
+            _Wake(self.env, mig, self._on_round_done, max(source.prefill_end - now, 0.0))
+        else:
+            self._hand_over(mig, now, mig.dest.roof.prefill_s(sum(g for g in gaps if g > 0)))
+
+    def _hand_over(self, mig: _Migration, now: float, pause_s: float) -> None:
+        """The source stops; its requests continue on the destination after ``pause_s`` (0 when the
+        catch-up converged); the source's GPUs go to the instance waiting for them."""
+        source, dest = mig.source, mig.dest
+        m = source.model
+        heap = source.heap
+        if heap and now > source.seg_start:
+            k = source.batch
+            steps = decode_steps(now - source.seg_start, source.base_s, source.kv_s,
+                                 source.ctx_offset + k * source.steps, k)
+            left = heap[0][0] - source.steps
+            source.steps += steps if steps < left else left
+        # The decode state moves as it is: same step counter, same context, same finishing steps.
+        dest.heap, dest.batch, dest.steps, dest.ctx_offset, dest.load = (
+            heap, source.batch, source.steps, source.ctx_offset, source.load)
+        source.heap, source.batch, source.load = [], 0, 0
+        source.version += 1
+        for _, _, rec in heap:
+            rec.node = dest.node_id
+            rec.instance_id = dest.iid
+            rec.migrated = True
+        mig.version += 1
+        source.migration = dest.migration = None
+        m.moving -= 1
+        dest.ready_s = now
+        dest.prefill_end = now + pause_s
+        self._phase(dest, READY, now)
+        m.ready.append(dest)
+        self._schedule_decode(dest, now, now + pause_s)
+        self._drop(source, now)
+        self._give_gpus(mig.target, source.node, m.num_gpus, now)
+        queue = m.queue
+        while queue and dest.load < m.max_batch:
+            self._admit(dest, queue.popleft(), now)
+        self._kick(dest, now)
+        if self.pending:
+            self._retry_at(self._movable_from(dest))
+
+    def _abandon_migration(self, mig: _Migration, now: float) -> None:
+        """The source's requests all finished before the hand-over: release it now (its GPUs go to
+        the waiting instance); the destination carries on as an ordinary instance."""
+        source, dest = mig.source, mig.dest
+        m = source.model
+        mig.version += 1
+        source.migration = dest.migration = None
+        m.moving -= 1
+        self._drop(source, now)
+        self._give_gpus(mig.target, source.node, m.num_gpus, now)
+        if dest.phase == RESUMING:
+            self._instance_ready(dest, now)
+
+    def _preempt(self, target: Instance, plan: PreemptionPlan, now: float) -> None:
+        """Stop the victims of ``plan``: their requests are re-queued and their GPUs go to ``target``."""
+        hit: list[ModelState] = []
+        for iid, model in zip(plan.instance_ids, plan.models):
+            vm = self.models[model]
+            victim = vm.by_id.get(iid)
+            if victim is None or victim.migration is not None or not victim.load or victim.node is not target.node:
+                raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} planned an impossible "
+                                   f"preemption of {iid} on node {plan.node_id}")
+            lost = sum(t for _, t in self._request_tokens(victim, now))
+            requests = [rec for _, _, rec in victim.heap] + victim.prefill_queue
+            victim.heap, victim.prefill_queue, victim.batch, victim.load = [], [], 0, 0
+            victim.version += 1
+            vm.ready.remove(victim)
+            self._phase(victim, PREEMPTED, now)
+            self._drop(victim, now)
+            for rec in requests:
+                self._preempted.add(rec.request_id)
+                rec.queued_until_s = rec.first_token_s = None
+                rec.node = rec.instance_id = rec.tier = ""
+                rec.cold_start = False
+            # Request ids follow arrival order: the re-queued requests take their place in the line.
+            vm.queue = deque(sorted([*vm.queue, *requests], key=_request_id))
+            vm.preempted_requests += len(requests)
+            vm.preempted_tokens += int(lost + _TOKEN_EPS)
+            self._sample(now, "preempted_requests", vm.name, vm.preempted_requests)
+            self._sample(now, "preempted_tokens", vm.name, vm.preempted_tokens)
+            self._give_gpus(target, target.node, vm.num_gpus, now)
+            if vm not in hit:
+                hit.append(vm)
+        for vm in hit:
+            queue = vm.queue
+            for inst in vm.ready:
+                if not queue:
+                    break
+                while queue and inst.load < vm.max_batch:
+                    self._admit(inst, queue.popleft(), now)
+                self._kick(inst, now)
+            self._autoscale(vm)
 
     # ---------------------------------------------------------------------------------------- records
 

@@ -91,7 +91,8 @@ def test_edit_the_raw_dict_and_reparse_or_replace_fields():
     ({"storage": {"local_disks": "all"}}, "storage.local_disks", "did you mean 'local_disk'"),
     ({"simulation": {"loading": "parallel"}}, "simulation.loading", "pipelined, sequential"),
     ({"workloads": [{"model": "opt-13b", "rate_per_s": 1, "duration_s": 1}]}, "workloads[0].model", "unknown model"),
-    ({"scheduler": {"enable_migration": True}}, "scheduler.enable_migration", "not modelled"),
+    ({"scheduler": {"placement": "first_fit", "enable_migration": True}}, "scheduler.enable_migration",
+     "cannot migrate"),
 ])
 def test_errors_name_file_and_field(tmp_path, edit, field, message):
     path = _write(tmp_path, _raw(**edit))
