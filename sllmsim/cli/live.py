@@ -56,7 +56,13 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     from sllmsim.core.placement import make_placement_policy
 
     # An unknown policy name, or migration with a policy that cannot migrate, fails here, before anything starts.
-    make_placement_policy(scheduler, enable_migration=enable_migration)
+    make_placement_policy(scheduler)
+    if enable_migration:
+        try:
+            make_placement_policy(scheduler, enable_migration=True)
+        except ConfigError:
+            raise ConfigError("--enable-migration", "--scheduler", f"placement policy {scheduler!r} cannot migrate; "
+                              "use --scheduler storage_aware or drop --enable-migration") from None
     from live.worker import default_devices, parse_devices
 
     node_devices = parse_devices(devices, cluster) if devices else default_devices(cluster)
