@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sllmsim.errors import SllmsimError
+from sllmsim.records import Phase
 
 from live.generation import DecodeCheckpoint, GenerationRequest
 
-#: Instance phases of a migration, recorded like the lifecycle phases (``instances.csv``).
-MIGRATING = "migrating"
-"""Source instance: a migration of its requests is under way; it keeps generating and takes no new
-requests; it ends when the last request is handed over (then the instance is released). A move that
-fails records the time as ``ready`` instead: only instances that moved have this phase."""
-RESUMING = "resuming"
-"""Destination instance: loaded, re-computing and catching up the moved requests' KV caches; it ends
-when they are all handed over (then it serves as ready or idle)."""
+#: Source instance's phase while a migration of its requests is under way: it keeps generating and
+#: takes no new requests, until the last request is handed over (then it is released). A move that
+#: fails records that time as ``ready`` instead: only instances that moved have this phase.
+MIGRATING = Phase.MIGRATING.value
+#: Destination instance's phase once loaded: re-computing and catching up the moved requests' KV
+#: caches, until they are all handed over (then it serves, ready or idle).
+RESUMING = Phase.RESUMING.value
 
 
 class MigrationError(SllmsimError):

@@ -88,8 +88,9 @@ def _baseline(http: httpx.Client, client: openai.OpenAI) -> str:
 
 
 def test_a_streaming_generation_migrates_mid_stream_and_the_client_sees_the_same_text(tmp_path, tiny_model_factory):
+    run_dir = tmp_path / "run"
     app = create_app(parse_hardware(_hardware(), "slow-network hardware"), tmp_path / "models",
-                     devices={"0": "cpu", "1": "cpu"}, enable_migration=True)
+                     devices={"0": "cpu", "1": "cpu"}, enable_migration=True, run_dir=run_dir, plots=False)
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as http:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
         for cfg in _configs(tiny_model_factory):
@@ -139,6 +140,10 @@ def test_a_streaming_generation_migrates_mid_stream_and_the_client_sees_the_same
         # The source's slot passed straight to the new instance: never more than one busy GPU per node.
         busy = [s["value"] for s in records["timeseries"] if s["metric"] == "gpus_busy"]
         assert max(busy) == 1 and min(busy) == 0
+    # The run folder, in the simulator's format, counts the move as the simulator's metrics define it.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["migrations"], summary["migrated_requests"], summary["completed"]) == (1, 1, 4)
+    assert "enable_migration: true" in (run_dir / "resolved_config.yaml").read_text()
 
 
 def test_a_failed_move_leaves_the_request_on_its_source_and_the_new_model_waits(tmp_path, tiny_model_factory):
