@@ -1017,7 +1017,8 @@ class Simulation:
 
     def _hand_over(self, mig: _Migration, now: float, pause_s: float) -> None:
         """The source stops; its requests continue on the destination after ``pause_s`` (0 when the
-        catch-up converged); the source's GPUs go to the instance waiting for them."""
+        catch-up converged; else the re-computation of the remaining gap); the source's GPUs go to
+        the instance waiting for them."""
         source, dest = mig.source, mig.dest
         m = source.model
         heap = source.heap
@@ -1039,9 +1040,10 @@ class Simulation:
         mig.version += 1
         source.migration = dest.migration = None
         m.moving -= 1
-        dest.ready_s = now
-        dest.prefill_end = now + pause_s
-        self._phase(dest, READY, now)
+        # A forced hand-over's pause is still re-computation: the destination's resuming phase
+        # runs until it serves, while the source's migrating phase ends now.
+        dest.ready_s = dest.prefill_end = now + pause_s
+        self._phase(dest, READY, now + pause_s)
         m.ready.append(dest)
         self._schedule_decode(dest, now, now + pause_s)
         self._drop(source, now)
@@ -1142,7 +1144,9 @@ class Simulation:
                     rec.reason = "no instance served it before the simulation ended"
         for m in self.models.values():
             for inst in m.instances:
-                self._phase(inst, inst.phase, end_s)
+                # A forced migration hand-over opens the destination's ready phase at the end of
+                # its pause, which may lie past an until_s cut.
+                self._phase(inst, inst.phase, max(end_s, inst.phase_start))
 
 
 def _unservable(m: ModelState) -> str:
