@@ -142,6 +142,9 @@ class Instance:
     (None for an instance placed on free slots, which holds all of them from the start)."""
     tier_planned: str = ""
     """The tier the scheduler expected it to load from."""
+    moves_in: int = 0
+    """Requests still being moved onto it: until they arrive it takes no other request, is not
+    released and is not moved itself."""
 
 
 @dataclass(eq=False)
@@ -520,7 +523,7 @@ class Controller:
         """The loaded instance with the most room (then the longest-ready), if any has room."""
         best = None
         for inst in dep.instances.values():
-            if inst.phase in ("idle", "ready") and inst.active < inst.capacity:
+            if inst.phase in ("idle", "ready") and inst.active < inst.capacity and not inst.moves_in:
                 if best is None or (inst.active, inst.ready_s) < (best.active, best.ready_s):
                     best = inst
         return best
@@ -566,7 +569,8 @@ class Controller:
         now = self.recorder.now_s()
         ctx = ScalingContext(
             model=dep.name, now_s=now, in_flight=dep.in_flight, instances=len(alive),
-            idle=tuple(IdleInstance(i.instance_id, i.phase_since_s) for i in alive if i.phase == "idle"),
+            idle=tuple(IdleInstance(i.instance_id, i.phase_since_s) for i in alive
+                       if i.phase == "idle" and not i.moves_in),
             config=cfg,
         )
         decision = decide_scaling(self._autoscale, ctx)
@@ -588,7 +592,8 @@ class Controller:
     def _movable(self, inst: Instance) -> bool:
         """Whether a migration may move ``inst``: it serves requests that are all decoding, and no move
         of it is under way or has failed."""
-        if inst.phase != "ready" or inst.migration_failed or inst.active == 0 or len(inst.running) != inst.active:
+        if (inst.phase != "ready" or inst.migration_failed or inst.moves_in or inst.active == 0
+                or len(inst.running) != inst.active):
             return False
         return all(r.accepted and not r.closed for r in inst.running.values())
 
@@ -756,12 +761,15 @@ class Controller:
         if reason is None:
             self._set_phase(dest, RESUMING)
             runs = list(src.running.values())
+            dest.moves_in = len(runs)
             results = await asyncio.gather(*(self._move_request(run, src, dest) for run in runs),
                                            return_exceptions=True)
+            dest.moves_in = 0
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
                 reason = f"handing a request over failed: {failures[0]}"
-            self._set_phase(dest, "ready" if dest.active else "idle")
+            if dest.phase == RESUMING or (dest.phase == "ready" and not dest.active):
+                self._set_phase(dest, "ready" if dest.active else "idle")
             self._dispatch(dep)
             self._rescale(dep)
         if reason is None and src.active == 0 and not self._closing:
@@ -790,6 +798,8 @@ class Controller:
             src.running.pop(rec.request_id, None)
             src.active -= 1
             ticket.instance = dest
+            if dest.phase == RESUMING:  # the first hand-over: from now on it serves
+                self._set_phase(dest, "ready")
             self._occupy(dest)
             dest.running[rec.request_id] = run
             rec.migrated = True

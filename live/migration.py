@@ -33,7 +33,7 @@ from live.generation import DecodeCheckpoint, GenerationRequest
 #: fails records that time as ``ready`` instead: only instances that moved have this phase.
 MIGRATING = Phase.MIGRATING.value
 #: Destination instance's phase once loaded: re-computing and catching up the moved requests' KV
-#: caches, until they are all handed over (then it serves, ready or idle).
+#: caches, until the first of them is handed over (then it serves, ready).
 RESUMING = Phase.RESUMING.value
 
 

@@ -135,6 +135,10 @@ def test_a_streaming_generation_migrates_mid_stream_and_the_client_sees_the_same
         dest_phases = by_instance[moved["instance_id"]]
         assert ("1", "loading_to_gpu") in dest_phases and ("1", "resuming") in dest_phases
         assert dest_phases.index(("1", "resuming")) < dest_phases.index(("1", "ready"))
+        # Invariant 6 (sllmsim.invariants): the resuming phase ends at the hand-over, before the request finishes.
+        handover_s = next(p["end_s"] for p in phases if p["instance_id"] == moved["instance_id"]
+                          and p["phase"] == "resuming")
+        assert moved["first_token_s"] < handover_s < moved["finish_s"]
         second_phases = by_instance[second["instance_id"]]
         assert second_phases[0] == ("0", "queued") and ("0", "loading_to_gpu") in second_phases
         # The source's slot passed straight to the new instance: never more than one busy GPU per node.
@@ -180,5 +184,56 @@ def test_a_failed_move_leaves_the_request_on_its_source_and_the_new_model_waits(
         assert not any(phase in ("migrating", "resuming") for _, _, phase in phases)  # nothing moved
         served = [phase for inst, _, phase in phases if inst == long_request["instance_id"]]
         assert served[-3:] == ["ready", "idle", "released"] and served.count("ready") == 2  # before and during the try
+        busy = [s["value"] for s in records["timeseries"] if s["metric"] == "gpus_busy"]
+        assert max(busy) == 1
+
+
+def test_an_instance_serving_two_streams_moves_both(tmp_path, tiny_model_factory):
+    """Both requests of the moved instance (``max_batch_size`` 2, ``target`` 2: one instance) are
+    handed over, each within its own stream, and the new model starts once both have left."""
+    app = create_app(parse_hardware(_hardware(), "slow-network hardware"), tmp_path / "models",
+                     devices={"0": "cpu", "1": "cpu"}, enable_migration=True)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as http:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        long, second = _configs(tiny_model_factory)
+        long["backend_config"]["max_batch_size"] = 2
+        long["auto_scaling_config"]["target"] = 2
+        for cfg in (long, second):
+            assert http.post("/register", json=cfg).status_code == 200
+        _warm_second_on_node_0(http, client)
+        want = _baseline(http, client)
+        other_text, other_started = [], threading.Event()
+
+        def other_stream():
+            text = ""
+            for chunk in client.chat.completions.create(model="long", messages=MESSAGES, max_tokens=LONG_TOKENS,
+                                                        temperature=0, stream=True):
+                text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+                if len(text) > 10:
+                    other_started.set()
+            other_text.append(text)
+
+        other = threading.Thread(target=other_stream)
+        other.start()
+        assert other_started.wait(60)
+
+        def second_arrives():
+            client.chat.completions.create(model="second", messages=MESSAGES, max_tokens=4)
+
+        got = _stream_with_arrival(client, second_arrives)
+        other.join(timeout=120)
+        assert got == want and other_text == [want]
+
+        records = http.get("/records").json()
+        moved = [r for r in records["requests"] if r["migrated"]]
+        assert len(moved) == 2 and {r["instance_id"] for r in moved} == {moved[0]["instance_id"]}
+        assert all(r["status"] == "completed" for r in records["requests"])
+        source = {p["instance_id"] for p in records["phases"] if p["phase"] == "migrating"}
+        assert len(source) == 1
+        source_released = next(p["end_s"] for p in records["phases"]
+                               if p["instance_id"] in source and p["phase"] == "released")
+        second_started = max(p["start_s"] for p in records["phases"]  # the last load: after the warm-up's
+                             if p["model"] == "second" and p["phase"] == "loading_to_gpu")
+        assert second_started >= source_released
         busy = [s["value"] for s in records["timeseries"] if s["metric"] == "gpus_busy"]
         assert max(busy) == 1
