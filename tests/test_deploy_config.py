@@ -88,3 +88,14 @@ def test_unreadable_and_invalid_json_files(tmp_path):
     with pytest.raises(ConfigError, match="invalid JSON") as err:
         load_hardware(bad)
     assert str(bad) in str(err.value)
+
+
+def test_calibrated_overheads_are_optional_and_validated():
+    base = {"host_size": "32GB", "host_bandwidth": "24GB/s", "disk_size": "1TB", "disk_bandwidth": "5GB/s",
+            "network_bandwidth": "10Gbps"}
+    node = parse_hardware({"0": dict(base, forward_overhead_s=0.006, request_overhead_s=0.05)}, "hw.json").node("0")
+    assert (node.forward_overhead_s, node.request_overhead_s) == (0.006, 0.05)
+    assert parse_hardware({"0": base}, "hw.json").node("0").forward_overhead_s == 0.0
+    with pytest.raises(ConfigError) as err:
+        parse_hardware({"0": dict(base, forward_overhead_s=-1)}, "hw.json")
+    assert err.value.field == "0.forward_overhead_s"

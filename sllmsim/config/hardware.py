@@ -50,7 +50,8 @@ DEFAULT_GPU = "A100-80GB"
 DEFAULT_NUM_GPUS = 1
 
 _REQUIRED = ("host_size", "host_bandwidth", "disk_size", "disk_bandwidth", "network_bandwidth")
-_OPTIONAL = ("num_gpus", "gpu", "pcie_bandwidth", "load_overhead_s", "gpu_memory_bandwidth", "gpu_flops")
+_OPTIONAL = ("num_gpus", "gpu", "pcie_bandwidth", "load_overhead_s", "gpu_memory_bandwidth", "gpu_flops",
+             "forward_overhead_s", "request_overhead_s")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ class NodeSpec:
     pcie_bandwidth_bytes_per_s: float | None = None
     load_overhead_s: float = 0.0
     """Fixed time per load to the device (model construction, warm-up); measured by `sllmsim calibrate`."""
+    forward_overhead_s: float = 0.0
+    """Fixed time of every forward pass (prefill or one decode step) on top of the roofline: kernel
+    launches and framework work that do not scale with the model (`sllmsim calibrate` fits it)."""
+    request_overhead_s: float = 0.0
+    """Fixed serving time per request before its prefill (tokenising, request handling)."""
 
     @property
     def host_to_gpu_bytes_per_s(self) -> float:
@@ -130,6 +136,10 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
         )
     pcie = raw.get("pcie_bandwidth")
     overhead = _field(source, f"{node_id}.load_overhead_s", _non_negative_float, raw.get("load_overhead_s", 0.0))
+    forward_overhead = _field(source, f"{node_id}.forward_overhead_s", _non_negative_float,
+                              raw.get("forward_overhead_s", 0.0))
+    request_overhead = _field(source, f"{node_id}.request_overhead_s", _non_negative_float,
+                              raw.get("request_overhead_s", 0.0))
     return NodeSpec(
         node_id=node_id,
         host_size_bytes=_field(source, f"{node_id}.host_size", parse_size_bytes, raw["host_size"]),
@@ -145,6 +155,8 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
         pcie_bandwidth_bytes_per_s=None if pcie is None else _field(
             source, f"{node_id}.pcie_bandwidth", parse_bandwidth_bytes_per_s, pcie),
         load_overhead_s=overhead,
+        forward_overhead_s=forward_overhead,
+        request_overhead_s=request_overhead,
     )
 
 
