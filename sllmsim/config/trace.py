@@ -18,7 +18,8 @@ A trace file looks like::
     simulation:
       loading: pipelined                   # or sequential (each tier finishes before the next starts)
 
-``scheduler`` as a mapping: ``{placement: storage_aware, autoscale: concurrency, enable_migration: false}``.
+``scheduler`` as a mapping: ``{placement: storage_aware, autoscale: concurrency, enable_migration: false,
+reclaim_idle: false}``.
 
 Everything is validated here, once; errors name the file and the field. :func:`parse_trace` takes
 the raw mapping too, so experiments can edit a dict and re-parse, or :func:`dataclasses.replace` a
@@ -46,7 +47,7 @@ from sllmsim.errors import ConfigError, SllmsimError, check_keys
 
 _TOP_KEYS = ("name", "description", "hardware", "models", "scheduler", "seed", "storage", "requests",
              "requests_csv", "workloads", "simulation")
-_SCHEDULER_KEYS = ("placement", "autoscale", "enable_migration")
+_SCHEDULER_KEYS = ("placement", "autoscale", "enable_migration", "reclaim_idle")
 _STORAGE_KEYS = ("local_disk", "host_memory")
 _SIMULATION_KEYS = ("loading", "until_s", "scheduler_log_limit")
 _REQUEST_KEYS = ("time", "model", "input_tokens", "output_tokens")
@@ -70,6 +71,10 @@ class SchedulerSettings:
     """Live migration of running inference (ServerlessLLM §5; the reference scheduler config's flag):
     a placement may move running instances off the node that would start a model fastest. Only
     placement policies with ``supports_migration`` (storage_aware) accept it."""
+    reclaim_idle: bool = False
+    """When no node has the GPUs a new instance needs, release idle instances of other models that
+    are only waiting out their keep-alive (longest idle first; :mod:`sllmsim.core.reclaim`). False is
+    the reference system's behaviour: an idle instance keeps its GPUs for its whole keep-alive."""
 
 
 @dataclass(frozen=True)
@@ -366,10 +371,12 @@ def _parse_scheduler(value: Any, source: str) -> SchedulerSettings:
         if not isinstance(name, str) or not name:
             raise ConfigError(source, f"scheduler.{key}", f"expected a policy name, got {name!r}")
         out[key] = name
-    migration = value.get("enable_migration", defaults.enable_migration)
-    if not isinstance(migration, bool):
-        raise ConfigError(source, "scheduler.enable_migration", f"expected true or false, got {migration!r}")
-    return SchedulerSettings(enable_migration=migration, **out)
+    for key in ("enable_migration", "reclaim_idle"):
+        flag = value.get(key, getattr(defaults, key))
+        if not isinstance(flag, bool):
+            raise ConfigError(source, f"scheduler.{key}", f"expected true or false, got {flag!r}")
+        out[key] = flag
+    return SchedulerSettings(**out)
 
 
 def _parse_storage(value: Any, model_names: list[str], cluster: ClusterSpec, source: str) -> StorageState:
@@ -542,7 +549,8 @@ def trace_to_dict(trace: TraceConfig) -> dict:
         "models": [{**deploy_config_to_dict(cfg), "checkpoint_size_bytes": catalog.model_size(cfg).size_bytes}
                    for cfg in trace.models],
         "scheduler": {"placement": trace.scheduler.placement, "autoscale": trace.scheduler.autoscale,
-                      "enable_migration": trace.scheduler.enable_migration},
+                      "enable_migration": trace.scheduler.enable_migration,
+                      "reclaim_idle": trace.scheduler.reclaim_idle},
         "storage": {model: {"local_disk": list(disk), "host_memory": list(host)}
                     for model, (disk, host) in trace.initial_storage().items()},
         "simulation": {"loading": trace.simulation.loading, "until_s": trace.simulation.until_s,

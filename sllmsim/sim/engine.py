@@ -23,7 +23,9 @@ One :class:`Simulation` replays a :class:`~sllmsim.config.trace.TraceConfig`:
    snapshot then lists each node's running instances, and a placement may first move some of them
    to other nodes (token-based live migration: the destination loads the model, re-computes the
    KV cache in catch-up rounds while the source keeps generating, then takes the requests over) or
-   stop them and re-queue their requests (preemption). See "Making room" below.
+   stop them and re-queue their requests (preemption). See "Making room" below. With
+   ``scheduler.reclaim_idle``, when no node has the GPUs, idle instances of other models that only
+   wait out their keep-alive are released first (:mod:`sllmsim.core.reclaim`).
 7. **Records.** Every request gets a :class:`~sllmsim.records.RequestRecord`, every instance phase a
    :class:`~sllmsim.records.PhaseRecord`, and every change of instances, busy GPUs and tier usage a
    :class:`~sllmsim.records.TimeseriesRecord`.
@@ -55,7 +57,7 @@ from sllmsim.core.placement import logger as scheduler_logger
 from sllmsim.core.migration import MigrationPlan
 from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place
 from sllmsim.core.preemption import PreemptionPlan
-from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, RunningInstanceView, Tier
+from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, NodeView, RunningInstanceView, Tier
 from sllmsim.errors import SllmsimError
 from sllmsim.records import Phase, PhaseRecord, RequestRecord, RunResult, TimeseriesRecord
 from sllmsim.sim.links import FlowNetwork, Link
@@ -330,6 +332,7 @@ class Simulation:
         # Only these policies may ask to make room; for the others the snapshot lists no running
         # instances, which keeps their placements exactly as cheap as before.
         self.makes_room = trace.scheduler.enable_migration or isinstance(self.placement, ShepherdPlacement)
+        self.reclaim_idle = trace.scheduler.reclaim_idle
         self._retry = _Retry()
         self._preempted: set[int] = set()
         """Ids of requests stopped by a preemption once: their instances are never victims again."""
@@ -594,6 +597,8 @@ class Simulation:
         if m.unplaced or (m.idle and (
                 m.check_at is None or keep_alive_expires_s(next(iter(m.idle.values())), m.asc) <= now)):
             self._autoscale(m)
+        if self.reclaim_idle:
+            self._retry_reclaim(m, now)  # fewer requests in flight: an idle instance may now be surplus
 
     # ------------------------------------------------------------------------------------ autoscaling
 
@@ -658,23 +663,34 @@ class Simulation:
         m = inst.model
         need = m.num_gpus
         running = self._running_views(now) if self.makes_room else None
+        idle = None
         # Cheap pre-check so that a full cluster does not log a failed placement per retry.
         if not any(n.free_gpus >= need for n in m.allowed):
-            if running is None:
+            if self.reclaim_idle:
+                idle = self._idle_views(m)
+            if running is None and not idle:
                 return False
-            if not self._room_possible(m, running):
-                self._retry_when_movable(now)
+            if not self._room_possible(m, running or {}, idle or {}):
+                if running is not None:
+                    self._retry_when_movable(now)
                 return False
         view = self._cluster_view(now)
         if running:
             view = ClusterView(tuple(replace(v, running=tuple(running[v.node_id])) if v.node_id in running else v
                                      for v in view.nodes))
-        option = place(self.placement, m.view, view)
+        if idle:
+            view = ClusterView(tuple(replace(v, idle=tuple(idle[v.node_id])) if v.node_id in idle else v
+                                     for v in view.nodes))
+            option = place(self.placement, m.view, view, reclaim_idle=True)
+        else:
+            option = place(self.placement, m.view, view)
         if option is None:
             if running is not None:
                 self._retry_when_movable(now)
             return False
         node = self.node_by_id[option.node_id]
+        if option.reclaim:
+            self._reclaim(m, node, option.reclaim, now)
         if option.migration is None and option.preemption is None and node.free_gpus < need:
             raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} chose node {node.node_id} "
                                f"for {m.name} without {need} free GPUs and without a plan to make room")
@@ -801,8 +817,15 @@ class Simulation:
             self._phase(inst, IDLE, now)
             m.idle[inst.iid] = IdleInstance(inst.iid, now)
             self._autoscale(m)
+            if self.reclaim_idle:
+                self._retry_reclaim(m, now)
 
     def _release(self, inst: Instance, now: float) -> None:
+        self._unload(inst, now)
+        self._place_pending(now)
+
+    def _unload(self, inst: Instance, now: float) -> None:
+        """Release a loaded instance and free its GPUs; its checkpoint stays in the node's tiers."""
         m = inst.model
         m.ready.remove(inst)
         m.idle.pop(inst.iid, None)
@@ -811,7 +834,6 @@ class Simulation:
         node.free_gpus += m.num_gpus
         node.dirty = True
         self._sample(now, "gpus_busy", node.node_id, node.spec.num_gpus - node.free_gpus)
-        self._place_pending(now)
 
     def _drop(self, inst: Instance, now: float) -> None:
         """End an instance's lifecycle: close its phase and record the zero-length ``released`` marker."""
@@ -821,6 +843,45 @@ class Simulation:
         self._phase(inst, RELEASED, now)
         self._phase(inst, RELEASED, now)
         self._sample(now, "instances", m.name, len(m.instances))
+
+    # ------------------------------------------------------------------------------ reclaiming idle
+    #
+    # With scheduler.reclaim_idle, an instance that is idle only to wait out its keep-alive (the
+    # autoscaler would release it once the keep-alive ran out; one kept for min_instances is not)
+    # is offered to the core as reclaimable. The core uses such GPUs only when no node can host the
+    # new instance otherwise; the engine releases the chosen instances at once (`released`, GPUs
+    # freed, checkpoint kept in the node's host memory and disk as for any release) and the new
+    # load starts. Waiting placements are retried whenever an instance may have become reclaimable.
+
+    def _idle_views(self, placing: ModelState) -> dict[str, list[IdleInstanceView]]:
+        """Per node id, the idle instances of models other than ``placing`` that may be reclaimed."""
+        out: dict[str, list[IdleInstanceView]] = {}
+        for m in self.models.values():
+            if m is placing or not m.idle:
+                continue
+            # At an instant past every keep-alive, the autoscaler names the idle instances it would
+            # release: those beyond what min_instances and the requests in flight need.
+            surplus = decide_scaling(self.autoscaler, ScalingContext(
+                m.name, math.inf, m.in_flight, len(m.instances) - m.moving, tuple(m.idle.values()), m.asc)).release
+            for iid in surplus:
+                inst = m.by_id[iid]
+                out.setdefault(inst.node_id, []).append(
+                    IdleInstanceView(iid, m.name, m.num_gpus, m.idle[iid].idle_since_s))
+        return out
+
+    def _reclaim(self, m: ModelState, node: NodeState, instance_ids: tuple[str, ...], now: float) -> None:
+        """Release the idle instances a placement of ``m`` on ``node`` chose to reclaim."""
+        for iid in instance_ids:
+            inst = next((om.by_id[iid] for om in self.models.values() if iid in om.by_id), None)
+            if inst is None or inst.phase != IDLE or inst.node is not node or inst.model is m:
+                raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} chose to reclaim "
+                                   f"{iid} on node {node.node_id}, which is not an idle instance of another model there")
+            self._unload(inst, now)
+
+    def _retry_reclaim(self, m: ModelState, now: float) -> None:
+        """Retry the waiting placements when ``m`` has idle instances that may have become reclaimable."""
+        if self.reclaim_idle and self.pending and m.idle:
+            self._place_pending(now)
 
     # ------------------------------------------------------------------------------------ making room
     #
@@ -894,14 +955,16 @@ class Simulation:
         return out
 
     @staticmethod
-    def _room_possible(m: ModelState, running: dict[str, list[RunningInstanceView]]) -> bool:
-        """Whether some allowed node has enough GPUs free or held by instances of other models that
-        may be moved or stopped (the policy decides whether and where)."""
+    def _room_possible(m: ModelState, running: dict[str, list[RunningInstanceView]],
+                       idle: dict[str, list[IdleInstanceView]]) -> bool:
+        """Whether some allowed node has enough GPUs free, held by instances of other models that
+        may be moved or stopped, or held by reclaimable idle ones (the policy decides whether and where)."""
         need = m.num_gpus
         for n in m.allowed:
             if n.spec.num_gpus < need:
                 continue
             held = sum(v.num_gpus for v in running.get(n.node_id, ()) if v.model.name != m.name)
+            held += sum(v.num_gpus for v in idle.get(n.node_id, ()))
             if n.free_gpus + held >= need:
                 return True
         return False
