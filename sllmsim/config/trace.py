@@ -533,6 +533,8 @@ def node_to_dict(node: NodeSpec) -> dict:
         "gpu_flops_per_s": node.gpu.fp16_flops_per_s,
         "host_to_gpu_bytes_per_s": node.host_to_gpu_bytes_per_s,
         "load_overhead_s": node.load_overhead_s,
+        "forward_overhead_s": node.forward_overhead_s,
+        "request_overhead_s": node.request_overhead_s,
     }
     return out
 

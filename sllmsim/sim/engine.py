@@ -145,7 +145,7 @@ class ModelState:
         self.counter = 0
         self.unplaced = 0
         self.fail_reason = ""
-        self.rooflines: dict[GpuType, Roofline] = {}
+        self.rooflines: dict[tuple[GpuType, float], Roofline] = {}
         self.version = 0
         self.check_at: float | None = None
         self.moving = 0
@@ -155,12 +155,15 @@ class ModelState:
         self.preempted_tokens = 0
 
     def roofline(self, node: NodeState) -> Roofline:
-        gpu = node.spec.gpu
-        # Keyed by the whole GPU type: a node may override a named type's bandwidth or FLOP/s.
-        roof = self.rooflines.get(gpu)
+        spec = node.spec
+        # Keyed by the whole GPU type (a node may override a named type's bandwidth or FLOP/s) and
+        # by the node's fixed cost per forward pass.
+        key = (spec.gpu, spec.forward_overhead_s)
+        roof = self.rooflines.get(key)
         if roof is None:
-            roof = Roofline.build(self.num_params, self.dtype_bytes, self.arch, gpu, self.num_gpus)
-            self.rooflines[gpu] = roof
+            roof = Roofline.build(self.num_params, self.dtype_bytes, self.arch, spec.gpu, self.num_gpus,
+                                  spec.forward_overhead_s)
+            self.rooflines[key] = roof
         return roof
 
 
@@ -225,7 +228,8 @@ class Instance:
 
     __slots__ = ("iid", "model", "node", "node_id", "phase", "phase_start", "tier", "ready_s", "load",
                  "prefill_queue", "prefill_end", "prefill_wake", "heap", "batch", "steps", "ctx_offset",
-                 "seg_start", "base_s", "kv_s", "roof", "version", "placed_s", "migration", "waiting_gpus")
+                 "seg_start", "base_s", "kv_s", "roof", "version", "placed_s", "migration", "waiting_gpus",
+                 "request_overhead_s", "arriving")
 
     def __init__(self, iid: str, model: ModelState, now: float):
         self.iid = iid
@@ -240,6 +244,10 @@ class Instance:
         """Requests admitted (waiting to prefill, prefilling or decoding)."""
         self.prefill_queue: list[RequestRecord] = []
         """Admitted prompts waiting for the next prefill."""
+        self.request_overhead_s = 0.0
+        """Its node's fixed serving time per request before the request's prefill."""
+        self.arriving: deque[tuple[float, RequestRecord]] = deque()
+        """Admitted requests still in their request overhead, with the instant each may be prefilled."""
         self.prefill_end = -1.0
         """When the latest prefill ends (decode of the batch resumes then)."""
         self.prefill_wake = False
@@ -488,7 +496,30 @@ class Simulation:
             rec.tier = inst.tier
         else:
             rec.tier = "gpu"
-        inst.prefill_queue.append(rec)
+        if inst.request_overhead_s:
+            self._delay_prompt(inst, rec, now + inst.request_overhead_s)
+        else:
+            inst.prefill_queue.append(rec)
+
+    def _delay_prompt(self, inst: Instance, rec: RequestRecord, ready_s: float) -> None:
+        """Hold an admitted request for its node's request overhead (tokenising, request handling:
+        work beside the GPU, so the batch keeps decoding); then it joins the next prefill. The
+        overhead is the same for every request of a node, so requests leave in admission order and
+        one timer, for the oldest, is enough."""
+        arriving = inst.arriving
+        arriving.append((ready_s, rec))
+        if len(arriving) == 1:
+            self.env.timeout(ready_s - self.env.now).callbacks.append(lambda _e, inst=inst: self._on_prompt_ready(inst))
+
+    def _on_prompt_ready(self, inst: Instance) -> None:
+        now = self.env.now
+        arriving = inst.arriving
+        # (Empty when a preemption has taken the requests back.)
+        while arriving and arriving[0][0] <= now + _TIME_EPS:
+            inst.prefill_queue.append(arriving.popleft()[1])
+        if arriving:
+            self.env.timeout(arriving[0][0] - now).callbacks.append(lambda _e, inst=inst: self._on_prompt_ready(inst))
+        self._kick(inst, now)
 
     def _kick(self, inst: Instance, now: float) -> None:
         """Start prefilling the admitted prompts now, or when the running prefill ends."""
@@ -521,7 +552,7 @@ class Simulation:
         duration = roof.flop_s_per_token * tokens
         if duration < roof.floor_s:
             duration = roof.floor_s
-        end = now + duration
+        end = now + (duration + roof.forward_overhead_s)
         steps = inst.steps
         offset = 0.0
         for rec in batch:
@@ -541,6 +572,7 @@ class Simulation:
         base = roof.flop_s_per_token * k
         if base < roof.floor_s:
             base = roof.floor_s
+        base += roof.forward_overhead_s
         inst.base_s = base
         inst.seg_start = start
         left = inst.heap[0][0] - inst.steps
@@ -704,6 +736,7 @@ class Simulation:
         inst.node_id = node.node_id
         inst.roof = roof = m.roofline(node)
         inst.kv_s = roof.kv_s_per_token
+        inst.request_overhead_s = node.spec.request_overhead_s
         inst.waiting_gpus = need - take
         if option.migration is not None:
             self._migrate(inst, option.migration, now)
@@ -936,6 +969,8 @@ class Simulation:
             out.append((rid, tokens))
         for rec in inst.prefill_queue:
             out.append((rec.request_id, rec.input_tokens))
+        for _, rec in inst.arriving:
+            out.append((rec.request_id, rec.input_tokens))
         return out
 
     def _running_views(self, now: float) -> dict[str, list[RunningInstanceView]]:
@@ -1033,6 +1068,7 @@ class Simulation:
             dest.node_id = node.node_id
             dest.roof = roof = sm.roofline(node)
             dest.kv_s = roof.kv_s_per_token
+            dest.request_overhead_s = node.spec.request_overhead_s
             mig = _Migration(source, dest, target)
             source.migration = dest.migration = mig
             sm.ready.remove(source)
@@ -1065,16 +1101,19 @@ class Simulation:
         source = mig.source
         computed = mig.computed
         gaps = [tokens - computed.get(rid, 0.0) for rid, tokens in self._request_tokens(source, now)]
-        prefilling = source.prefill_end - now > _TIME_EPS or bool(source.prefill_queue)
+        prefilling = source.prefill_end - now > _TIME_EPS or bool(source.prefill_queue) or bool(source.arriving)
         if not prefilling and max(gaps) <= HANDOVER_GAP_TOKENS + _TOKEN_EPS:
             self._hand_over(mig, now, 0.0)
         elif mig.rounds < MAX_CATCHUP_ROUNDS:
             self._catch_up(mig, now)
         elif prefilling:
-            # Prompts the source admitted before the migration are still being prefilled there;
-            # hand over once that pass is done.
+            # Prompts the source admitted before the migration are still being prefilled there (or
+            # wait for their request overhead); hand over once that pass is done.
+            wait = max(source.prefill_end - now, 0.0)
+            if source.arriving:
+                wait = max(wait, source.arriving[-1][0] - now)
             mig.version += 1
-            _Wake(self.env, mig, self._on_round_done, max(source.prefill_end - now, 0.0))
+            _Wake(self.env, mig, self._on_round_done, wait)
         else:
             self._hand_over(mig, now, mig.dest.roof.prefill_s(sum(g for g in gaps if g > 0)))
 
@@ -1141,8 +1180,9 @@ class Simulation:
                 raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} planned an impossible "
                                    f"preemption of {iid} on node {plan.node_id}")
             lost = sum(t for _, t in self._request_tokens(victim, now))
-            requests = [rec for _, _, rec in victim.heap] + victim.prefill_queue
+            requests = [rec for _, _, rec in victim.heap] + victim.prefill_queue + [rec for _, rec in victim.arriving]
             victim.heap, victim.prefill_queue, victim.batch, victim.load = [], [], 0, 0
+            victim.arriving.clear()
             victim.version += 1
             vm.ready.remove(victim)
             self._phase(victim, PREEMPTED, now)
