@@ -1,8 +1,9 @@
 """The numbered invariants every simulated (or live) run must satisfy, checked from its records.
 
-1. **Every request is accounted for**: one record per request of the trace (same count, and per
-   model the same arrival times), unique ids, status ``completed`` or ``failed``, and every failed
-   request carries a reason.
+1. **Every request is accounted for**: one record per request of the trace that arrives within
+   the run (all of them, or those before ``simulation.until_s``: same count, and per model the same
+   arrival times), unique ids, status ``completed`` or ``failed``, and every failed request carries
+   a reason (one still in flight at ``until_s`` fails as unfinished then).
 2. **Causality**: for every completed request, arrival ≤ queued until ≤ first token ≤ finish; a
    served request never starts before it arrives.
 3. **Phases are well formed**: every instance phase has start ≤ end, and an instance's phases follow
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sllmsim.config.trace import arrives_in_run
 from sllmsim.errors import SllmsimError
 from sllmsim.metrics import RunFrames, frames_from_result
 from sllmsim.records import RunResult
@@ -65,8 +67,9 @@ class InvariantError(SllmsimError):
 def check_invariants(trace, run: RunResult | RunFrames) -> list[Violation]:
     """Check invariants 1–6 of a run of ``trace`` (a :class:`sllmsim.config.trace.TraceConfig`).
 
-    ``trace`` supplies the expected requests (``trace.requests``, those up to
-    ``trace.simulation.until_s`` when the run was cut there) and the node capacities (``trace.cluster``). Returns the violations, empty when the run is sound.
+    ``trace`` supplies the expected requests (``trace.requests``; when the run was cut at
+    ``trace.simulation.until_s``, those arriving before it) and the node capacities
+    (``trace.cluster``). Returns the violations, empty when the run is sound.
     """
     frames = frames_from_result(run) if isinstance(run, RunResult) else run
     out: list[Violation] = []
@@ -90,8 +93,8 @@ def _accounted(trace, req: pd.DataFrame) -> list[Violation]:
     times = np.asarray(trace.requests.time_s, dtype=float)
     models = np.asarray(trace.requests.model, dtype=object)
     until = getattr(getattr(trace, "simulation", None), "until_s", None)
-    if until is not None:  # a run stopped at until_s never sees the requests that would arrive later
-        keep = times <= until
+    if until is not None:  # requests from until_s on are outside the run
+        keep = arrives_in_run(times, until)
         times, models = times[keep], models[keep]
     if len(req) != len(times):
         out.append(Violation(1, f"the trace has {len(times)} requests but the run recorded {len(req)}"))

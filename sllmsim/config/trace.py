@@ -97,7 +97,9 @@ class SimulationOptions:
     share (the reference loader streams chunks); ``sequential``: each tier's copy completes before the
     next one starts."""
     until_s: float | None = None
-    """Stop the simulation at this time; requests unfinished by then fail. ``None`` runs to the end."""
+    """Stop the simulation at this time: the run covers ``[0, until_s)``. Requests arriving at or
+    after it are outside the run (no record; not counted as arrived, see :func:`arrives_in_run`);
+    those that arrived earlier and are unfinished then fail with the reason. ``None`` runs to the end."""
     scheduler_log_limit: int = 1000
     """Scheduler log lines kept (and emitted) per run; placement logging stops after that many."""
 
@@ -204,6 +206,16 @@ class TraceConfig:
     def seed_sequence(self, stream: str) -> np.random.SeedSequence:
         """The named child of the trace seed (see :data:`SEED_STREAMS`)."""
         return np.random.SeedSequence(self.seed).spawn(len(SEED_STREAMS))[SEED_STREAMS.index(stream)]
+
+
+def arrives_in_run(time_s: np.ndarray, until_s: float | None) -> np.ndarray:
+    """Which arrival times fall inside a run stopped at ``until_s`` (``simulation.until_s``): the
+    half-open ``[0, until_s)``, as the engine stops before handling anything at ``until_s`` itself.
+    The one definition the engine and the invariant checker share."""
+    time_s = np.asarray(time_s, dtype=float)
+    if until_s is None:
+        return np.ones(len(time_s), dtype=bool)
+    return time_s < until_s
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -50,7 +50,7 @@ from simpy.events import NORMAL, Event
 
 from sllmsim import catalog
 from sllmsim.config.hardware import GpuType
-from sllmsim.config.trace import TraceConfig, check_trace, trace_to_dict
+from sllmsim.config.trace import TraceConfig, arrives_in_run, check_trace, trace_to_dict
 from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, keep_alive_expires_s,
                                     make_autoscale_policy)
 from sllmsim.core.placement import logger as scheduler_logger
@@ -420,10 +420,12 @@ class Simulation:
 
     def _start_arrivals(self) -> None:
         reqs = self.trace.requests
-        self._times = reqs.time_s.tolist()
-        self._names = reqs.model.tolist()
-        self._inputs = reqs.input_tokens.tolist()
-        self._outputs = reqs.output_tokens.tolist()
+        # Requests from until_s on are outside the run: they never arrive (and get no record).
+        n = int(arrives_in_run(reqs.time_s, self.trace.simulation.until_s).sum())  # times are sorted
+        self._times = reqs.time_s[:n].tolist()
+        self._names = reqs.model[:n].tolist()
+        self._inputs = reqs.input_tokens[:n].tolist()
+        self._outputs = reqs.output_tokens[:n].tolist()
         self._next = 0
         self._progress_every = max(len(self._times) // 200, 1)
         self._progress_at = 0
@@ -432,8 +434,7 @@ class Simulation:
     def _schedule_arrival(self) -> None:
         # One event per distinct arrival time; each schedules the next (cheaper than a process).
         i = self._next
-        until = self.trace.simulation.until_s
-        if i < len(self._times) and (until is None or self._times[i] <= until):
+        if i < len(self._times):
             _Wake(self.env, self, self._on_arrival, self._times[i] - self.env.now)
         elif self.progress is not None:
             self.progress(len(self._times), len(self._times))
