@@ -27,6 +27,17 @@ requests continue on the destination within the same client streams, the source 
 GPU slot passes straight to the new instance, which loads. A move that fails leaves its requests on
 the source (never moved again); the new instance then gives its slots back and its model is placed
 again, elsewhere, or waits for a free slot.
+
+Reclaiming idle instances (``reclaim_idle``): by default an idle instance keeps its GPU slot for its
+whole ``keep_alive``, also while another model waits for that slot (the reference's behaviour). With
+``reclaim_idle`` the snapshot lists each node's idle instances that the autoscaler would release now
+if their keep-alive were over (never one kept by ``min_instances``), and when no node has a free slot
+:func:`~sllmsim.core.placement.place` may choose a node together with idle instances of other models
+to release first (longest idle first). The choice and the claim happen in one synchronous step on the
+event loop: the chosen instances leave the ``idle`` phase before any other request can be dispatched
+to them, so one that a request is using is never chosen, and one that was chosen is never handed a
+request. The new instance waits (phase ``queued``) until they are unloaded (their tensors stay in the
+node's host cache), takes their slots and loads.
 """
 
 from __future__ import annotations
@@ -47,7 +58,8 @@ from sllmsim.config.hardware import ClusterSpec
 from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy
 from sllmsim.core.migration import MigrationMove
 from sllmsim.core.placement import PlacementOption, feasible_nodes, make_placement_policy, place
-from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, RunningInstanceView
+from sllmsim.core.reclaim import with_idle_reclaimed
+from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, NodeView, RunningInstanceView
 from sllmsim.errors import ConfigError, SllmsimError
 from sllmsim.records import Phase, RequestRecord
 
@@ -192,7 +204,8 @@ class Controller:
 
     def __init__(self, cluster: ClusterSpec, workers: dict[str, NodeWorker], registry, storage_dir: Path,
                  recorder: LiveRecorder, placement: str = "storage_aware", seed: int = 0,
-                 enable_migration: bool = False, migration: MigrationSettings | None = None):
+                 enable_migration: bool = False, migration: MigrationSettings | None = None,
+                 reclaim_idle: bool = False):
         self.cluster = cluster
         self.workers = workers
         self.registry = registry
@@ -201,6 +214,8 @@ class Controller:
         self.metrics = LiveMetrics(self.gauge_state)
         self._placement = make_placement_policy(placement, seed=seed, enable_migration=enable_migration)
         self.enable_migration = enable_migration
+        self.reclaim_idle = reclaim_idle
+        """Whether a model that finds no free slot may take the slots of idle instances of other models."""
         self._migration = migration or MigrationSettings()
         self._autoscale = make_autoscale_policy("concurrency")
         self._deployments: dict[str, Deployment] = {}
@@ -509,6 +524,7 @@ class Controller:
             self._set_phase(inst, "idle")
         self._dispatch(dep)
         self._rescale(dep)
+        self._offer_if_idle(inst)
         self._check_drained(dep)
 
     def _request_gone(self, dep: Deployment, rec: RequestRecord, reason: str) -> None:
@@ -558,22 +574,24 @@ class Controller:
 
     # --- scaling and placement ------------------------------------------------------------------
 
-    def _rescale(self, dep: Deployment) -> None:
-        """Ask the core's autoscaler what ``dep`` needs now, and carry it out."""
-        if self._closing or self._deployments.get(dep.name) is not dep:
-            return
+    def _scaling_context(self, dep: Deployment, now: float) -> ScalingContext:
         cfg = dep.config.auto_scaling_config
         if dep.draining:
             cfg = replace(cfg, min_instances=0, keep_alive=0.0)
         alive = [i for i in dep.instances.values() if i.phase != "releasing"]
-        now = self.recorder.now_s()
-        ctx = ScalingContext(
+        return ScalingContext(
             model=dep.name, now_s=now, in_flight=dep.in_flight, instances=len(alive),
             idle=tuple(IdleInstance(i.instance_id, i.phase_since_s) for i in alive
                        if i.phase == "idle" and not i.moves_in),
             config=cfg,
         )
-        decision = decide_scaling(self._autoscale, ctx)
+
+    def _rescale(self, dep: Deployment) -> None:
+        """Ask the core's autoscaler what ``dep`` needs now, and carry it out."""
+        if self._closing or self._deployments.get(dep.name) is not dep:
+            return
+        now = self.recorder.now_s()
+        decision = decide_scaling(self._autoscale, self._scaling_context(dep, now))
         for instance_id in decision.release:
             self._release(dep.instances[instance_id])
         for _ in range(decision.start):
@@ -588,6 +606,28 @@ class Controller:
     def _rescale_all(self) -> None:
         for dep in list(self._deployments.values()):
             self._rescale(dep)
+
+    def _offer_if_idle(self, inst: Instance) -> None:
+        """With ``reclaim_idle``, an instance that just became idle may be what a waiting model needs:
+        let every deployment short of instances try again (without it they retry when a slot frees)."""
+        if self.reclaim_idle and inst.phase == "idle" and not self._closing:
+            self._rescale_all()
+
+    def _idle_views(self) -> dict[str, list[IdleInstanceView]]:
+        """Per node, the idle instances whose keep-alive may be cut short: those the core's autoscaler
+        would release now if their keep-alive were over. An instance that ``min_instances`` (or the
+        requests in flight) keeps is not offered: releasing it would only start another copy."""
+        out: dict[str, list[IdleInstanceView]] = {n.node_id: [] for n in self.cluster.nodes}
+        now = self.recorder.now_s()
+        for dep in self._deployments.values():
+            ctx = self._scaling_context(dep, now)
+            if not ctx.idle:
+                continue
+            ctx = ctx._replace(config=replace(ctx.config, keep_alive=0.0))
+            for instance_id in decide_scaling(self._autoscale, ctx).release:
+                inst = dep.instances[instance_id]
+                out[inst.node_id].append(IdleInstanceView(instance_id, dep.name, inst.num_gpus, inst.phase_since_s))
+        return out
 
     def _movable(self, inst: Instance) -> bool:
         """Whether a migration may move ``inst``: it serves requests that are all decoding, and no move
@@ -611,8 +651,10 @@ class Controller:
 
     def cluster_view(self) -> ClusterView:
         """The scheduler's snapshot: slots in use, and which deployments' checkpoints each node holds
-        (with migration enabled, also the instances each node could move away)."""
+        (with migration enabled, also the instances each node could move away; with ``reclaim_idle``,
+        the idle instances whose slots it could take)."""
         running = self._running_views() if self.enable_migration else {}
+        idle = self._idle_views() if self.reclaim_idle else {}
         nodes = []
         for spec in self.cluster.nodes:
             state = self.workers[spec.node_id].storage_state()
@@ -627,6 +669,7 @@ class Controller:
                 host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
                 load_overhead_s=spec.load_overhead_s,
                 running=tuple(running.get(spec.node_id, ())),
+                idle=tuple(idle.get(spec.node_id, ())),
             ))
         return ClusterView(tuple(nodes))
 
@@ -635,15 +678,25 @@ class Controller:
         return ModelView(name=dep.name, size_bytes=dep.size_bytes, num_gpus=cfg.num_gpus,
                          target_nodes=cfg.placement_config.target_nodes)
 
+    def _worth_placing(self, model: ModelView, cluster: ClusterView) -> bool:
+        """Whether some node can host ``model``, now or after making room: checked before
+        :func:`place` so that a model that simply waits for a slot does not log an empty ranking at
+        every arrival. Uses no policy state (a random or round-robin policy ranks only in place())."""
+        if feasible_nodes(model, cluster):
+            return True
+        if self.reclaim_idle and any(n.idle for n in cluster.nodes):
+            cluster = with_idle_reclaimed(cluster, model.name)
+            if feasible_nodes(model, cluster):
+                return True
+        # Migration planning is pure (storage-aware only), so ranking twice changes nothing.
+        return self.enable_migration and bool(self._placement.rank(model, cluster))
+
     def _start_instance(self, dep: Deployment) -> bool:
         model = self._model_view(dep)
         cluster = self.cluster_view()
-        if not feasible_nodes(model, cluster):
-            # Without a free node only a migration can make room; rank first so that a model that
-            # simply waits for a slot does not log an empty ranking at every arrival.
-            if not self.enable_migration or not self._placement.rank(model, cluster):
-                return False
-        option = place(self._placement, model, cluster)
+        if not self._worth_placing(model, cluster):
+            return False
+        option = place(self._placement, model, cluster, reclaim_idle=self.reclaim_idle)
         if option is None:
             return False
         now = self.recorder.now_s()
@@ -652,8 +705,8 @@ class Controller:
                         capacity=dep.config.backend_config.max_batch_size, placed_s=now, phase_since_s=now,
                         estimate_s=option.estimate_s, tier_planned=option.tier.value)
         dep.instances[inst.instance_id] = inst
-        if option.migration is not None and option.migration.moves:
-            self._begin_migration(inst, option)
+        if option.reclaim or (option.migration is not None and option.migration.moves):
+            self._make_room(inst, option)
             return True
         self._slots_used[option.node_id] += inst.num_gpus
         self._sample(dep, inst.node_id)
@@ -702,6 +755,7 @@ class Controller:
         self._set_phase(inst, "idle")
         self._dispatch(dep)
         self._rescale(dep)
+        self._offer_if_idle(inst)
         self._check_drained(dep)
 
     # --- live migration -------------------------------------------------------------------------
@@ -713,28 +767,47 @@ class Controller:
                 return inst
         return None
 
-    def _begin_migration(self, inst: Instance, option: PlacementOption) -> None:
-        """Start the moves of ``option``'s plan; ``inst`` (placed on the node they free) loads after them.
+    def _make_room(self, inst: Instance, option: PlacementOption) -> None:
+        """Release the idle instances ``option`` reclaims and start the moves of its migration plan;
+        ``inst`` (placed on the node they free) loads after them.
 
-        The new instance takes the node's free slots now and each source's slots as it is released,
-        so no other placement can take them in between.
+        Runs without awaiting, in the same step as the placement decision: the reclaimed instances
+        leave the ``idle`` phase here, so no request can be dispatched to them afterwards. The new
+        instance takes the node's free slots now and each released instance's slots as it goes, so
+        no other placement can take them in between.
         """
-        plan = option.migration
         node = inst.node_id
         free = self._node_gpus(node) - self._slots_used[node]
         inst.slots_held = max(0, min(free, inst.num_gpus))
         self._slots_used[node] += inst.slots_held
-        inst.load_detail = "waiting for migration"
         self._sample(inst.deployment, node)
-        moves = []
-        for move in plan.moves:
-            src = self._find_instance(move.instance_id)
-            dest = self._plan_destination(src, move)
-            moves.append(self._loop.create_task(self._move(src, dest, move, inst)))
-            dest.task = moves[-1]
-        logger.info("migrating %s to make room for %s on node %s", ", ".join(
-            f"{m.instance_id} to node {m.to_node}" for m in plan.moves), inst.deployment.name, node)
-        inst.task = self._loop.create_task(self._load_after_migration(inst, moves))
+        waits = []
+        if option.reclaim:
+            inst.load_detail = "waiting for idle instances to unload"
+            victims = [self._find_instance(instance_id) for instance_id in option.reclaim]
+            now = self.recorder.now_s()
+            for victim in victims:
+                keep_alive_s = victim.deployment.config.auto_scaling_config.keep_alive
+                logger.info("reclaiming idle instance %s of %s on node %s for %s (%.3f s of its %g s keep-alive left)",
+                            victim.instance_id, victim.deployment.name, node, inst.deployment.name,
+                            max(0.0, victim.phase_since_s + keep_alive_s - now), keep_alive_s)
+                # Claimed now: out of the idle phase, so neither dispatch nor the autoscaler sees it.
+                self._set_phase(victim, "releasing")
+                victim.task = self._loop.create_task(self._release_to(victim, inst))
+                waits.append(victim.task)
+            for victim_dep in dict.fromkeys(v.deployment for v in victims):
+                self._rescale(victim_dep)  # re-times (or cancels) the keep-alive timer that counted them
+        if option.migration is not None and option.migration.moves:
+            inst.load_detail = "waiting for migration"
+            plan = option.migration
+            for move in plan.moves:
+                src = self._find_instance(move.instance_id)
+                dest = self._plan_destination(src, move)
+                waits.append(self._loop.create_task(self._move(src, dest, move, inst)))
+                dest.task = waits[-1]
+            logger.info("migrating %s to make room for %s on node %s", ", ".join(
+                f"{m.instance_id} to node {m.to_node}" for m in plan.moves), inst.deployment.name, node)
+        inst.task = self._loop.create_task(self._load_when_freed(inst, waits))
 
     def _node_gpus(self, node_id: str) -> int:
         return next(n.num_gpus for n in self.cluster.nodes if n.node_id == node_id)
@@ -772,6 +845,7 @@ class Controller:
                 self._set_phase(dest, "ready" if dest.active else "idle")
             self._dispatch(dep)
             self._rescale(dep)
+            self._offer_if_idle(dest)
         if reason is None and src.active == 0 and not self._closing:
             logger.info("moved instance %s of %s from node %s to node %s as %s in %.3f s (estimated %.3f s)",
                         src.instance_id, dep.name, src.node_id, dest.node_id, dest.instance_id,
@@ -789,6 +863,7 @@ class Controller:
             self._set_phase(src, "idle")
         self._dispatch(dep)
         self._rescale(dep)
+        self._offer_if_idle(src)
         return False
 
     async def _move_request(self, run: RunningRequest, src: Instance, dest: Instance) -> None:
@@ -814,9 +889,11 @@ class Controller:
                         move.handover_tokens, move.pause_s * 1e3)
 
     async def _release_to(self, src: Instance, target: Instance) -> None:
-        """Release a migrated-away instance; its slots go to ``target`` as far as it still needs them."""
+        """Release a migrated-away (or reclaimed idle) instance; its slots go to ``target`` as far as
+        it still needs them."""
         dep = src.deployment
-        self._set_phase(src, "releasing")
+        if src.phase != "releasing":
+            self._set_phase(src, "releasing")
         try:
             await self.workers[src.node_id].release(src.instance_id)
         except Exception:
@@ -836,10 +913,11 @@ class Controller:
             self._rescale_all()
         self._check_drained(dep)
 
-    async def _load_after_migration(self, inst: Instance, moves: list[asyncio.Task]) -> None:
-        """Wait for the moves that free ``inst``'s node, then load it; or give up and place its model again."""
+    async def _load_when_freed(self, inst: Instance, waits: list[asyncio.Task]) -> None:
+        """Wait for the moves and releases that free ``inst``'s node, then load it; or give up and
+        place its model again."""
         dep = inst.deployment
-        await asyncio.gather(*moves, return_exceptions=True)
+        await asyncio.gather(*waits, return_exceptions=True)
         now = self.recorder.now_s()
         self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.QUEUED.value, inst.placed_s, now,
                             tier=inst.tier_planned)
@@ -847,7 +925,7 @@ class Controller:
             inst.slots_held = None
             await self._load(inst)
             return
-        logger.warning("the migrations for %s on node %s did not free its GPUs; placing it again", dep.name,
+        logger.warning("making room for %s on node %s did not free its GPUs; placing it again", dep.name,
                        inst.node_id)
         self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now)
         dep.instances.pop(inst.instance_id, None)
