@@ -189,7 +189,9 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
     storage_dir.mkdir(parents=True)
     configs = live_deploy_configs(trace, folders)
     with torch_threads(threads):
-        app = create_app(cluster, storage_dir, devices=devices, placement=trace.scheduler.placement)
+        app = create_app(cluster, storage_dir, devices=devices, placement=trace.scheduler.placement,
+                         enable_migration=trace.scheduler.enable_migration,
+                         reclaim_idle=trace.scheduler.reclaim_idle)
         with serve_in_thread(app) as url:
             say(f"deploying {len(configs)} model(s) on {url}")
             sizes = deploy(url, configs)
