@@ -69,34 +69,46 @@ def plot_vs_rate(summary: pd.DataFrame, rate_key: str, policy_key: str | None, r
 
 def plot_keep_alive_tradeoff(summary: pd.DataFrame, keep_alive_key: str, policy_key: str | None,
                              y_metric: str = "latency_p99_s", x_metric: str = "gpu_seconds",
-                             title: str = "Keep-alive trade-off", legend_title: str | None = None) -> Figure:
+                             title: str = "Keep-alive trade-off", legend_title: str | None = None,
+                             panel_key: str | None = None) -> Figure:
     """p99 latency against GPU-seconds, one point per keep-alive value (labelled), one line per
-    value of ``policy_key`` (a column of ``summary``)."""
-    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
-    ax = fig.subplots()
-    groups = summary.groupby(policy_key, sort=False) if policy_key else [("all", summary)]
-    for i, (policy, group) in enumerate(groups):
-        group = group.sort_values(keep_alive_key)
-        x = group[f"{x_metric}_mean"].astype(float).to_numpy()
-        y = group[f"{y_metric}_mean"].astype(float).to_numpy()
-        ax.errorbar(x, y, xerr=_ci(group[f"{x_metric}_ci95"]), yerr=_ci(group[f"{y_metric}_ci95"]),
-                    marker="o", capsize=3, color=f"C{i % 10}", label=str(policy))
-        for xi, yi, ka in zip(x, y, group[keep_alive_key]):
-            ax.annotate(f"{ka:g} s" if isinstance(ka, (int, float)) else str(ka), (xi, yi),
-                        textcoords="offset points", xytext=(5, 5), fontsize=8, color=f"C{i % 10}")
-    ax.set_xlabel(metric_label(x_metric))
-    ax.grid(True, alpha=0.3, which="both")
-    ax.set_xlim(left=0)
+    value of ``policy_key`` (a column of ``summary``); with ``panel_key``, one panel per value of
+    that column (same axes, same colour per line across panels)."""
+    panels = list(summary.groupby(panel_key, sort=False)) if panel_key else [(None, summary)]
+    fig = Figure(figsize=(7.5 if len(panels) == 1 else 6.2 * len(panels), 5.0), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharex=True, sharey=True)[0]
+    lines = list(dict.fromkeys(summary[policy_key])) if policy_key else ["all"]
     ys = summary[f"{y_metric}_mean"].astype(float)
-    if ys.min() > 0 and ys.max() / ys.min() > 30:
-        # Long keep-alives can cost orders of magnitude more latency; a log axis keeps the short ones readable.
-        ax.set_yscale("log")
-        ax.set_ylabel(metric_label(y_metric) + " — log scale")
+    # Long keep-alives can cost orders of magnitude more latency; a log axis keeps the short ones readable.
+    log_y = ys.min() > 0 and ys.max() / ys.min() > 30
+    for ax, (panel, data) in zip(axes, panels):
+        groups = data.groupby(policy_key, sort=False) if policy_key else [("all", data)]
+        for policy, group in groups:
+            i = lines.index(policy)
+            group = group.sort_values(keep_alive_key)
+            x = group[f"{x_metric}_mean"].astype(float).to_numpy()
+            y = group[f"{y_metric}_mean"].astype(float).to_numpy()
+            ax.errorbar(x, y, xerr=_ci(group[f"{x_metric}_ci95"]), yerr=_ci(group[f"{y_metric}_ci95"]),
+                        marker="o", capsize=3, color=f"C{i % 10}", label=str(policy))
+            for xi, yi, ka in zip(x, y, group[keep_alive_key]):
+                ax.annotate(f"{ka:g} s" if isinstance(ka, (int, float)) else str(ka), (xi, yi),
+                            textcoords="offset points", xytext=(5, 5), fontsize=8, color=f"C{i % 10}")
+        ax.set_xlabel(metric_label(x_metric))
+        ax.grid(True, alpha=0.3, which="both")
+        ax.set_xlim(left=0)
+        if log_y:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.legend(title=legend_title if legend_title is not None else policy_key, fontsize=8)
+        if panel_key:
+            ax.set_title(f"{panel_key} = {panel}")
+    axes[0].set_ylabel(metric_label(y_metric) + (" — log scale" if log_y else ""))
+    heading = f"{title}: point labels are {keep_alive_key} (mean, 95% CI over seeds)"
+    if panel_key:
+        fig.suptitle(heading)
     else:
-        ax.set_ylim(bottom=0)
-        ax.set_ylabel(metric_label(y_metric))
-    ax.legend(title=legend_title if legend_title is not None else policy_key, fontsize=8)
-    ax.set_title(f"{title}: point labels are {keep_alive_key} (mean, 95% CI over seeds)")
+        axes[0].set_title(heading)
     return fig
 
 

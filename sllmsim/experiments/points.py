@@ -27,8 +27,10 @@ from sllmsim.experiments.spec import PointInputs
 
 #: Bump when the cached files change meaning.
 CACHE_FORMAT = 1
-#: Request columns kept per point for the report's plots (CDFs, start tiers).
-KEPT_REQUEST_COLUMNS = ["model", "arrival_s", "status", "latency_s", "ttft_s", "queued_until_s", "cold_start", "tier"]
+#: Request columns kept per point for the report's plots (CDFs, start tiers) and its per-request
+#: pairing of runs (request ids follow arrival order, so the same seed gives the same ids).
+KEPT_REQUEST_COLUMNS = ["request_id", "model", "arrival_s", "status", "latency_s", "ttft_s", "queued_until_s",
+                        "cold_start", "tier", "migrated"]
 #: Time-series metrics kept per point for the instances / busy-GPU plot.
 KEPT_TIMESERIES_METRICS = ("instances", "gpus_busy")
 

@@ -23,7 +23,8 @@ import pandas as pd
 from sllmsim.experiments import plots
 from sllmsim.experiments.runner import ExperimentRun
 from sllmsim.experiments.spec import ExperimentSpec
-from sllmsim.experiments.stats import CONFIDENCE, paired_difference, significance, summarize_by
+from sllmsim.experiments.stats import CONFIDENCE, mean_ci, paired_difference, significance, summarize_by
+from sllmsim.invariants import INVARIANTS
 from sllmsim.metrics import METRIC_BY_KEY, SCALAR_KEYS
 from sllmsim.report import plot_busy_gpus, plot_latency_cdf, plot_start_tiers, save_figure
 
@@ -121,11 +122,14 @@ def write_report(run: ExperimentRun, out_dir: Path, command: str) -> list[Path]:
                     plot_start_tiers(pooled, title=f"Where each request's instance started — {ref_text}, seeds pooled")))
     if opts.keep_alive_key and opts.keep_alive_key != policy:
         others = [k for k in keys if k != opts.keep_alive_key]
+        panel = opts.panel_key if opts.panel_key in others else None
         ka_summary = summarize_by(table, others + [opts.keep_alive_key], ["latency_p99_s", "gpu_seconds"])
-        ka_summary["curve"] = _curve_labels(ka_summary, others)
+        curve_keys = [k for k in others if k != panel]
+        ka_summary["curve"] = _curve_labels(ka_summary, curve_keys)
         figures.append(("keep_alive_tradeoff.png", "Keep-alive trade-off: p99 latency vs GPU-seconds",
                         plots.plot_keep_alive_tradeoff(ka_summary, opts.keep_alive_key, "curve",
-                                                       legend_title=", ".join(others) or None)))
+                                                       legend_title=", ".join(curve_keys) or None,
+                                                       panel_key=panel)))
     figures.append(("busy_gpus.png", "Instances and busy GPUs over time",
                     plot_busy_gpus(first_seed_ts, title=f"Instances and busy GPUs over time — {ref_text}, "
                                                         f"seed {spec.seeds[0]}")))
@@ -276,12 +280,15 @@ def _markdown(run: ExperimentRun, table: pd.DataFrame, summary: pd.DataFrame, me
         out += comparison
     if spec.report.keep_alive_key and spec.report.keep_alive_key != spec.report.policy_key:
         out += _keep_alive_summary(spec, summary)
+    if spec.report.migration_cost:
+        out += _migration_cost(spec, run, table)
 
     out += ["## Invariants", ""]
     violations = run.violations
     if not violations:
-        out.append(f"All invariants (requests accounted for, causality, ordered phases, GPU capacity, host and "
-                   f"disk capacity; `sllmsim.invariants`) held on all {len(run.points)} runs.")
+        listed = "; ".join(f"{n}. {text}" for n, text in INVARIANTS.items())
+        out.append(f"All {len(INVARIANTS)} invariants of `sllmsim.invariants` ({listed}) held on all "
+                   f"{len(run.points)} runs.")
     else:
         out.append(f"**{len(violations)} invariant violations** in "
                    f"{len({p.index for p, _ in violations})} of {len(run.points)} runs:")
@@ -338,6 +345,55 @@ def _keep_alive_summary(spec: ExperimentSpec, summary: pd.DataFrame) -> list[str
             str(best_mean[ka]), _pm(best_mean["latency_mean_s_mean"], best_mean["latency_mean_s_ci95"]),
             str(best_p99[ka]), _pm(best_p99["latency_p99_s_mean"], best_p99["latency_p99_s_ci95"]),
             f"{fmt(group.iloc[0]['gpu_seconds_mean'])} → {fmt(best_p99['gpu_seconds_mean'])}"])
+    return out + [_md_table(header, rows), ""]
+
+
+def _migration_cost(spec: ExperimentSpec, run: ExperimentRun, table: pd.DataFrame) -> list[str]:
+    """Each migrated request's latency against the same request in the run without migration."""
+    opt = spec.report.migration_cost
+    key = opt.key
+    with_value, base_value = _tidy_value(table[key], opt.migrated), _tidy_value(table[key], opt.baseline)
+    match = [k for k in spec.config_keys if k != key]
+    out = ["## What migration costs the migrated requests", "",
+           f"Each request that live migration moved (completed, `migrated = 1`) in a `{key} = {opt.migrated}` run, "
+           f"against the same request (same id: same seed, same arrivals) in the `{key} = {opt.baseline}` run: "
+           "Δ = its latency with migration − without. Δ also carries every other difference between the two "
+           "schedules (which instance the request found, what else shared its batch), not only the move itself. "
+           "Quantiles are over the migrated requests of all seeds; the mean's 95% CI is over the seeds' "
+           "per-seed means (Student t).", ""]
+    header = match + ["migrated requests", "latency without (mean s)", "latency with (mean s)", "median Δ (s)",
+                      "mean Δ (s)", "p99 Δ (s)", "slower with migration"]
+    rows = []
+    groups = table.groupby(match, sort=False) if match else [((), table)]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        deltas, seed_means, with_lat, base_lat = [], [], [], []
+        for _, by_seed in group.groupby("seed", sort=False):
+            moved_at = by_seed.index[by_seed[key] == with_value]
+            base_at = by_seed.index[by_seed[key] == base_value]
+            if len(moved_at) != 1 or len(base_at) != 1:
+                continue
+            moved = run.outcomes[moved_at[0]].requests
+            base = run.outcomes[base_at[0]].requests
+            moved = moved[moved["migrated"].astype(bool) & (moved["status"] == "completed")]
+            base = base[base["status"] == "completed"]
+            pairs = moved[["request_id", "latency_s"]].merge(base[["request_id", "latency_s"]], on="request_id",
+                                                             suffixes=("_with", "_without"))
+            if pairs.empty:
+                continue
+            d = (pairs["latency_s_with"] - pairs["latency_s_without"]).to_numpy(dtype=float)
+            deltas.append(d)
+            seed_means.append(float(d.mean()))
+            with_lat.append(pairs["latency_s_with"].to_numpy(dtype=float))
+            base_lat.append(pairs["latency_s_without"].to_numpy(dtype=float))
+        if not deltas:
+            rows.append([str(v) for v in values] + ["0", "—", "—", "—", "—", "—", "—"])
+            continue
+        d = np.concatenate(deltas)
+        mean, half, _ = mean_ci(seed_means)
+        rows.append([str(v) for v in values] + [
+            str(len(d)), fmt(np.concatenate(base_lat).mean()), fmt(np.concatenate(with_lat).mean()),
+            fmt(np.median(d)), _pm(mean, half), fmt(np.percentile(d, 99)), f"{(d > 0).mean():.0%}"])
     return out + [_md_table(header, rows), ""]
 
 

@@ -46,8 +46,10 @@ import yaml
 from sllmsim.errors import ConfigError, check_keys
 
 _TOP_KEYS = ("name", "description", "trace", "requests", "grid", "cases", "seeds", "report")
-_REPORT_KEYS = ("policy_key", "rate_key", "keep_alive_key", "reference", "compare", "notes", "table_metrics")
+_REPORT_KEYS = ("policy_key", "rate_key", "keep_alive_key", "panel_key", "reference", "compare", "migration_cost",
+                "notes", "table_metrics")
 _COMPARE_KEYS = ("key", "reference", "metrics")
+_MIGRATION_COST_KEYS = ("key", "migrated", "baseline")
 
 #: Request converters an experiment may call per point, with the parameters each accepts. Paths
 #: (``invocations``, ``tokens``, ``sources`` values) are relative to the experiment file.
@@ -110,6 +112,14 @@ def _scheduler(inputs: PointInputs, value: Any) -> None:
         inputs.trace["scheduler"] = value
 
 
+def _scheduler_flag(flag: str) -> Callable[[PointInputs, Any], None]:
+    def apply(inputs: PointInputs, value: Any) -> None:
+        current = inputs.trace.get("scheduler", "storage_aware")
+        settings = dict(current) if isinstance(current, Mapping) else {"placement": current}
+        inputs.trace["scheduler"] = {**settings, flag: value}
+    return apply
+
+
 def _rate_scale(inputs: PointInputs, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(inputs.source, "rate_scale", f"expected a positive factor, got {value!r}")
@@ -133,6 +143,8 @@ def _rate_scale(inputs: PointInputs, value: Any) -> None:
 #: The named variation keys. Sizes and bandwidths take the hardware JSON's strings ("256GB", "5GB/s").
 VARIATIONS: dict[str, Variation] = {v.name: v for v in (
     Variation("scheduler", "placement policy name (storage_aware, random, first_fit, round_robin, ...)", _scheduler),
+    Variation("reclaim_idle", "scheduler.reclaim_idle: true releases idle instances of other models when no "
+              "node has the GPUs a new instance needs", _scheduler_flag("reclaim_idle")),
     Variation("keep_alive_s", "auto_scaling_config.keep_alive of every model, seconds",
               _every_model("auto_scaling_config", "keep_alive")),
     Variation("max_instances", "auto_scaling_config.max_instances of every model",
@@ -164,6 +176,19 @@ class CompareOptions:
 
 
 @dataclass(frozen=True)
+class MigrationCostOptions:
+    """What live migration costs the requests it moves: each migrated request's latency against the
+    same request (same id, same seed) in the run without migration."""
+
+    key: str
+    """The varied key that switches migration (e.g. ``case``)."""
+    migrated: Any
+    """Its value in the runs with migration."""
+    baseline: Any
+    """Its value in the runs without."""
+
+
+@dataclass(frozen=True)
 class ReportOptions:
     """How the report groups and plots points (each key defaults from the grid)."""
 
@@ -173,9 +198,12 @@ class ReportOptions:
     """x axis of the latency / cold-start vs request-rate plots (default: rate_scale or requests.target_rps)."""
     keep_alive_key: str | None = None
     """x of the keep-alive trade-off plot (default: keep_alive_s if varied)."""
+    panel_key: str | None = None
+    """A variation whose values get one panel each in the keep-alive trade-off plot (default: none)."""
     reference: Mapping[str, Any] = field(default_factory=dict)
     """Values of the other variations at which per-policy plots (CDF, tiers, timeline) are drawn."""
     compare: CompareOptions | None = None
+    migration_cost: MigrationCostOptions | None = None
     notes: str = ""
     """Markdown appended to the report verbatim (context and caveats; results come from the data)."""
     table_metrics: tuple[str, ...] = DEFAULT_TABLE_METRICS
@@ -470,6 +498,7 @@ def _parse_report(value: Any, spec: ExperimentSpec, source: str) -> ReportOption
     policy_key = pick("policy_key", ("scheduler", "case"))
     rate_key = pick("rate_key", ("rate_scale", "requests.target_rps", "requests.time_scale"))
     keep_alive_key = pick("keep_alive_key", ("keep_alive_s",))
+    panel_key = pick("panel_key", ())
     reference = value.get("reference", {})
     if not isinstance(reference, Mapping):
         raise ConfigError(source, "report.reference", "expected a mapping {variation: value}")
@@ -491,12 +520,26 @@ def _parse_report(value: Any, spec: ExperimentSpec, source: str) -> ReportOption
             raise ConfigError(source, "report.compare.reference", f"expected one of {list(values)}")
         metrics = tuple(c.get("metrics", CompareOptions.metrics))
         compare = CompareOptions(key=c["key"], reference=c["reference"], metrics=metrics)
+    migration_cost = None
+    if "migration_cost" in value:
+        c = value["migration_cost"]
+        if not isinstance(c, Mapping):
+            raise ConfigError(source, "report.migration_cost", "expected {key, migrated, baseline}")
+        check_keys(c, _MIGRATION_COST_KEYS, source, "report.migration_cost.")
+        if c.get("key") not in keys:
+            raise ConfigError(source, "report.migration_cost.key", f"expected a varied key ({', '.join(keys)})")
+        values = dict(spec.grid).get(c["key"]) or tuple(n for n, _ in spec.cases)
+        for part in ("migrated", "baseline"):
+            if c.get(part) not in values:
+                raise ConfigError(source, f"report.migration_cost.{part}", f"expected one of {list(values)}")
+        migration_cost = MigrationCostOptions(key=c["key"], migrated=c["migrated"], baseline=c["baseline"])
     notes = value.get("notes", "")
     if not isinstance(notes, str):
         raise ConfigError(source, "report.notes", "expected markdown text")
     table_metrics = tuple(value.get("table_metrics", DEFAULT_TABLE_METRICS))
     return ReportOptions(policy_key=policy_key, rate_key=rate_key, keep_alive_key=keep_alive_key,
-                         reference=dict(reference), compare=compare, notes=notes, table_metrics=table_metrics)
+                         panel_key=panel_key, reference=dict(reference), compare=compare,
+                         migration_cost=migration_cost, notes=notes, table_metrics=table_metrics)
 
 
 def _inline_trace(trace: Mapping, base_dir: Path, source: str) -> dict:

@@ -258,3 +258,98 @@ def test_cache_key_follows_inputs_and_files(tmp_path):
     points_mod._file_digest.cache_clear()
     assert points_mod.point_key(spec.inputs(point)) != key
     assert json.loads(json.dumps(points_mod.resolved_inputs(inputs)))["trace"]["requests_csv"]["sha256"]
+
+
+# --------------------------------------------------------------------------- reclaim_idle, migration cost, panels
+
+
+def test_reclaim_idle_variation_sets_the_scheduler_flag(tmp_path):
+    grid = {"scheduler": ["random"], "reclaim_idle": [True]}
+    spec, point, inputs = _inputs({"trace": TRACE, "grid": grid}, tmp_path)
+    assert inputs.trace["scheduler"] == {"placement": "random", "reclaim_idle": True}
+    assert points_mod.build_trace(inputs, tmp_path).scheduler.reclaim_idle is True
+    # The variation order does not matter: the flag survives a later change of policy.
+    spec, point, inputs = _inputs({"trace": TRACE, "grid": {"reclaim_idle": [False], "scheduler": ["first_fit"]}},
+                                  tmp_path)
+    assert inputs.trace["scheduler"] == {"placement": "first_fit", "reclaim_idle": False}
+
+
+def test_keep_alive_plot_draws_one_panel_per_value_of_the_panel_key(tmp_path):
+    from sllmsim.experiments.plots import plot_keep_alive_tradeoff
+
+    summary = pd.DataFrame({"reclaim": [False, False, True, True], "curve": ["a"] * 4, "keep_alive_s": [0, 60] * 2,
+                            "gpu_seconds_mean": [1.0, 2.0, 1.0, 1.5], "gpu_seconds_ci95": [0.1] * 4,
+                            "latency_p99_s_mean": [5.0, 9.0, 5.0, 3.0], "latency_p99_s_ci95": [0.5] * 4})
+    fig = plot_keep_alive_tradeoff(summary, "keep_alive_s", "curve", panel_key="reclaim")
+    assert [ax.get_title() for ax in fig.axes] == ["reclaim = False", "reclaim = True"]
+    assert len(plot_keep_alive_tradeoff(summary, "keep_alive_s", "curve").axes) == 1
+
+
+MIGRATION_TRACE = {
+    "name": "migration-toy",
+    # Node 0 caches both models in host memory; A's long generation holds its GPU when B arrives.
+    # Node 1 (where A can move) has a slower GPU, so a moved request decodes slower there.
+    "hardware": {n: {"host_size": "64GB", "host_bandwidth": "64GB/s", "disk_size": "256GB", "disk_bandwidth": "2GB/s",
+                     "network_bandwidth": "8Gbps", "num_gpus": 1, "gpu": gpu} for n, gpu in (("0", "A100-80GB"),
+                                                                                            ("1", "A40"))},
+    "models": [
+        {"model": "a", "checkpoint_size": "2GB", "backend_config": {"pretrained_model_name_or_path": "toy/a"},
+         "placement_config": {"host_memory": ["0"], "local_disk": ["1"]}},
+        {"model": "b", "checkpoint_size": "16GB", "backend_config": {"pretrained_model_name_or_path": "toy/b"},
+         "placement_config": {"host_memory": ["0"]}},
+    ],
+    "scheduler": {"placement": "storage_aware"},
+    "requests": [{"time": 0.0, "model": "a", "input_tokens": 8, "output_tokens": 4000},
+                 {"time": 0.2, "model": "b", "input_tokens": 8, "output_tokens": 4}],
+}
+
+
+def test_migration_cost_pairs_each_migrated_request_with_itself_without_migration(tmp_path):
+    from sllmsim.config.trace import parse_trace
+    from sllmsim.sim import simulate
+
+    path = _experiment(tmp_path, trace=MIGRATION_TRACE, grid={}, seeds=2,
+                       cases={"migration": {"trace.scheduler.enable_migration": True},
+                              "no migration": {"trace.scheduler.enable_migration": False}},
+                       report={"migration_cost": {"key": "case", "migrated": "migration", "baseline": "no migration"}})
+    spec = load_experiment(path)
+    out = tmp_path / "mig"
+    run = run_experiment(spec, out, jobs=1, progress=False)
+    assert not run.violations
+    write_report(run, out, "sllmsim experiment small.yaml")
+    report = (out / REPORT_MD).read_text()
+    section = report.split("## What migration costs the migrated requests")[1].split("## ")[0]
+    # The same explicit requests under both seeds: A's request moves in each migration run.
+    moved = simulate(parse_trace({**MIGRATION_TRACE, "scheduler": {"enable_migration": True}}, tmp_path)).requests[0]
+    still = simulate(parse_trace(MIGRATION_TRACE, tmp_path)).requests[0]
+    assert moved.migrated and not still.migrated
+    delta = (moved.finish_s - moved.arrival_s) - (still.finish_s - still.arrival_s)
+    row = next(line for line in section.splitlines() if line.startswith("| 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert delta > 1.0  # ~3,800 tokens decoded on an A40 instead of an A100
+    assert cells[0] == "2" and float(cells[3]) == pytest.approx(delta, rel=1e-2)  # median Δ (one value, twice)
+    assert cells[6] == "100%"
+
+
+def test_report_lists_every_invariant(tmp_path):
+    from sllmsim.invariants import INVARIANTS
+
+    spec = load_experiment(_experiment(tmp_path))
+    out = tmp_path / "small"
+    write_report(run_experiment(spec, out, jobs=1, progress=False), out, "sllmsim experiment small.yaml")
+    report = (out / REPORT_MD).read_text()
+    assert f"All {len(INVARIANTS)} invariants" in report
+    assert all(f"{n}. {text}" in report for n, text in INVARIANTS.items())
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"migration_cost": {"key": "scheduler", "migrated": "storage_aware", "baseline": "fifo"}},
+     "report.migration_cost.baseline"),
+    ({"migration_cost": {"key": "seed", "migrated": 1, "baseline": 0}}, "report.migration_cost.key"),
+    ({"panel_key": "keep_alive_s"}, "report.panel_key"),
+])
+def test_bad_report_options_name_the_field(tmp_path, change, field):
+    spec = {"trace": TRACE, "grid": {"scheduler": ["storage_aware", "random"]}, "report": change}
+    with pytest.raises(ConfigError) as info:
+        parse_experiment(spec, tmp_path, "exp.yaml")
+    assert info.value.field == field
