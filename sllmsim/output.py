@@ -129,6 +129,18 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("TTFT p50 / p99 (s)", " / ".join(format_value(s(f"ttft_p{p}_s")) for p in (50, 99))),
         ("queueing delay mean / p99 (s)",
          f"{format_value(s('queueing_delay_mean_s'))} / {format_value(s('queueing_delay_p99_s'))}"),
+    ]
+    # Making room (live migration, preemption) only shows when it happened.
+    if s("migrations"):
+        rows.append(("live migrations",
+                     f"{format_value(s('migrations'))} ({format_value(s('migrated_requests'))} requests moved)"))
+        rows.append(("  migrated requests' latency mean / p99 (s)",
+                     f"{format_value(s('migrated_latency_mean_s'))} / {format_value(s('migrated_latency_p99_s'))}"))
+    if s("preemptions"):
+        rows.append(("preemptions",
+                     f"{format_value(s('preemptions'))} ({format_value(s('preempted_requests'))} requests stopped and "
+                     f"re-queued, {format_value(s('preempted_tokens'))} computed tokens lost)"))
+    rows += [
         ("GPU-seconds", format_value(s("gpu_seconds"))),
         ("run duration (s)", format_value(s("duration_s"))),
     ]

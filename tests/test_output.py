@@ -110,3 +110,29 @@ def test_compare_rejects_a_folder_that_is_not_a_run(two_runs, tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     with pytest.raises(SllmsimError):
         metrics.check_run_folder(tmp_path / "notes")
+
+
+def test_print_summary_shows_migrations_and_preemptions_only_when_they_happened():
+    plain = metrics.summarize_result(tiny_result())
+    assert plain["migrations"] == plain["preemptions"] == 0
+    labels = [label for label, _ in output.summary_rows(plain)]
+    assert not any("migrat" in label or "preempt" in label for label in labels)
+    moved = {**plain, "migrations": 2, "migrated_requests": 3, "migrated_latency_mean_s": 12.5,
+             "migrated_latency_p99_s": 20.25, "preemptions": 1, "preempted_requests": 2, "preempted_tokens": 1234}
+    rows = dict(output.summary_rows(moved))
+    assert rows["live migrations"] == "2 (3 requests moved)"
+    assert rows["  migrated requests' latency mean / p99 (s)"] == "12.500 / 20.250"
+    assert rows["preemptions"] == "1 (2 requests stopped and re-queued, 1,234 computed tokens lost)"
+    console = Console(record=True, width=120)
+    output.print_summary(moved, console)
+    text = console.export_text()
+    assert "live migrations" in text and "1,234 computed tokens lost" in text
+
+
+def test_sllmsim_run_prints_preemptions(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "traces/contention-example.yaml", "--scheduler", "shepherd", "--out", str(out),
+                 "--no-plots", "--log-lines", "0"]) == 0
+    summary = metrics.read_summary(out)
+    assert summary["preemptions"] > 0  # this busy trace makes the shepherd policy preempt
+    assert "preemptions" in capsys.readouterr().out
