@@ -19,6 +19,8 @@ _LABELS = {
     "latency_p50_s": "p50 latency (s)",
     "latency_p99_s": "p99 latency (s)",
     "latency_mean_s": "mean latency (s)",
+    "ttft_p50_s": "median time to first token (s)",
+    "ttft_mean_s": "mean time to first token (s)",
     "cold_start_ratio": "cold-start ratio (of requests)",
     "gpu_seconds": "GPU-seconds (GPU·s)",
 }
@@ -68,47 +70,52 @@ def plot_vs_rate(summary: pd.DataFrame, rate_key: str, policy_key: str | None, r
 
 
 def plot_keep_alive_tradeoff(summary: pd.DataFrame, keep_alive_key: str, policy_key: str | None,
-                             y_metric: str = "latency_p99_s", x_metric: str = "gpu_seconds",
+                             y_metrics: Sequence[str] = ("latency_p99_s",), x_metric: str = "gpu_seconds",
                              title: str = "Keep-alive trade-off", legend_title: str | None = None,
                              panel_key: str | None = None) -> Figure:
-    """p99 latency against GPU-seconds, one point per keep-alive value (labelled), one line per
-    value of ``policy_key`` (a column of ``summary``); with ``panel_key``, one panel per value of
-    that column (same axes, same colour per line across panels)."""
+    """Each of ``y_metrics`` (one row of panels each) against GPU-seconds, one point per keep-alive
+    value (labelled), one line per value of ``policy_key`` (a column of ``summary``); with
+    ``panel_key``, one column of panels per value of that column (same axes per row, same colour
+    per line everywhere; each panel scales its own y axis, so that a column whose values are far
+    smaller stays readable)."""
     panels = list(summary.groupby(panel_key, sort=False)) if panel_key else [(None, summary)]
-    fig = Figure(figsize=(7.5 if len(panels) == 1 else 6.2 * len(panels), 5.0), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False, sharex=True, sharey=True)[0]
+    rows = len(y_metrics)
+    fig = Figure(figsize=(7.5 if len(panels) == 1 else 6.2 * len(panels), 0.6 + 4.4 * rows), layout="constrained")
+    grid = fig.subplots(rows, len(panels), squeeze=False, sharex=True)
     lines = list(dict.fromkeys(summary[policy_key])) if policy_key else ["all"]
-    ys = summary[f"{y_metric}_mean"].astype(float)
-    # Long keep-alives can cost orders of magnitude more latency; a log axis keeps the short ones readable.
-    log_y = ys.min() > 0 and ys.max() / ys.min() > 30
-    for ax, (panel, data) in zip(axes, panels):
-        groups = data.groupby(policy_key, sort=False) if policy_key else [("all", data)]
-        for policy, group in groups:
-            i = lines.index(policy)
-            group = group.sort_values(keep_alive_key)
-            x = group[f"{x_metric}_mean"].astype(float).to_numpy()
-            y = group[f"{y_metric}_mean"].astype(float).to_numpy()
-            ax.errorbar(x, y, xerr=_ci(group[f"{x_metric}_ci95"]), yerr=_ci(group[f"{y_metric}_ci95"]),
-                        marker="o", capsize=3, color=f"C{i % 10}", label=str(policy))
-            for xi, yi, ka in zip(x, y, group[keep_alive_key]):
-                ax.annotate(f"{ka:g} s" if isinstance(ka, (int, float)) else str(ka), (xi, yi),
-                            textcoords="offset points", xytext=(5, 5), fontsize=8, color=f"C{i % 10}")
+    for axes, y_metric in zip(grid, y_metrics):
+        for ax, (panel, data) in zip(axes, panels):
+            ys = data[f"{y_metric}_mean"].astype(float)
+            # Long keep-alives can cost orders of magnitude more latency; a log axis keeps the short ones readable.
+            log_y = ys.min() > 0 and ys.max() / ys.min() > 30
+            groups = data.groupby(policy_key, sort=False) if policy_key else [("all", data)]
+            for policy, group in groups:
+                i = lines.index(policy)
+                group = group.sort_values(keep_alive_key)
+                x = group[f"{x_metric}_mean"].astype(float).to_numpy()
+                y = group[f"{y_metric}_mean"].astype(float).to_numpy()
+                ax.errorbar(x, y, xerr=_ci(group[f"{x_metric}_ci95"]), yerr=_ci(group[f"{y_metric}_ci95"]),
+                            marker="o", capsize=3, color=f"C{i % 10}", label=str(policy))
+                for xi, yi, ka in zip(x, y, group[keep_alive_key]):
+                    ax.annotate(f"{ka:g} s" if isinstance(ka, (int, float)) else str(ka), (xi, yi),
+                                textcoords="offset points", xytext=(5, 5), fontsize=8, color=f"C{i % 10}")
+            ax.grid(True, alpha=0.3, which="both")
+            ax.set_xlim(left=0)
+            if log_y:
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(bottom=0)
+            ax.set_ylabel(metric_label(y_metric) + (" — log scale" if log_y else ""))
+            if panel_key:
+                ax.set_title(f"{panel_key} = {panel}")
+    for ax in grid[-1]:
         ax.set_xlabel(metric_label(x_metric))
-        ax.grid(True, alpha=0.3, which="both")
-        ax.set_xlim(left=0)
-        if log_y:
-            ax.set_yscale("log")
-        else:
-            ax.set_ylim(bottom=0)
-        ax.legend(title=legend_title if legend_title is not None else policy_key, fontsize=8)
-        if panel_key:
-            ax.set_title(f"{panel_key} = {panel}")
-    axes[0].set_ylabel(metric_label(y_metric) + (" — log scale" if log_y else ""))
+    grid[0][0].legend(title=legend_title if legend_title is not None else policy_key, fontsize=8)
     heading = f"{title}: point labels are {keep_alive_key} (mean, 95% CI over seeds)"
-    if panel_key:
+    if panel_key or rows > 1:
         fig.suptitle(heading)
     else:
-        axes[0].set_title(heading)
+        grid[0][0].set_title(heading)
     return fig
 
 

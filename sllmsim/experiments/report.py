@@ -123,11 +123,13 @@ def write_report(run: ExperimentRun, out_dir: Path, command: str) -> list[Path]:
     if opts.keep_alive_key and opts.keep_alive_key != policy:
         others = [k for k in keys if k != opts.keep_alive_key]
         panel = opts.panel_key if opts.panel_key in others else None
-        ka_summary = summarize_by(table, others + [opts.keep_alive_key], ["latency_p99_s", "gpu_seconds"])
+        ka_summary = summarize_by(table, others + [opts.keep_alive_key], [*opts.tradeoff_metrics, "gpu_seconds"])
         curve_keys = [k for k in others if k != panel]
         ka_summary["curve"] = _curve_labels(ka_summary, curve_keys)
-        figures.append(("keep_alive_tradeoff.png", "Keep-alive trade-off: p99 latency vs GPU-seconds",
+        what = ", ".join(plots.metric_label(m).split(" (")[0] for m in opts.tradeoff_metrics)
+        figures.append(("keep_alive_tradeoff.png", f"Keep-alive trade-off: {what} vs GPU-seconds",
                         plots.plot_keep_alive_tradeoff(ka_summary, opts.keep_alive_key, "curve",
+                                                       y_metrics=opts.tradeoff_metrics,
                                                        legend_title=", ".join(curve_keys) or None,
                                                        panel_key=panel)))
     figures.append(("busy_gpus.png", "Instances and busy GPUs over time",
@@ -358,16 +360,17 @@ def _migration_cost(spec: ExperimentSpec, run: ExperimentRun, table: pd.DataFram
            f"Each request that live migration moved (completed, `migrated = 1`) in a `{key} = {opt.migrated}` run, "
            f"against the same request (same id: same seed, same arrivals) in the `{key} = {opt.baseline}` run: "
            "Δ = its latency with migration − without. Δ also carries every other difference between the two "
-           "schedules (which instance the request found, what else shared its batch), not only the move itself. "
+           "schedules (when the request started, what else shared its batch), not only the move itself; "
+           "the part after the first token (Δ of finish − first token) is where a move can act. "
            "Quantiles are over the migrated requests of all seeds; the mean's 95% CI is over the seeds' "
            "per-seed means (Student t).", ""]
     header = match + ["migrated requests", "latency without (mean s)", "latency with (mean s)", "median Δ (s)",
-                      "mean Δ (s)", "p99 Δ (s)", "slower with migration"]
+                      "mean Δ (s)", "p99 Δ (s)", "slower with migration", "mean Δ after first token (s)"]
     rows = []
     groups = table.groupby(match, sort=False) if match else [((), table)]
     for values, group in groups:
         values = values if isinstance(values, tuple) else (values,)
-        deltas, seed_means, with_lat, base_lat = [], [], [], []
+        deltas, seed_means, with_lat, base_lat, after = [], [], [], [], []
         for _, by_seed in group.groupby("seed", sort=False):
             moved_at = by_seed.index[by_seed[key] == with_value]
             base_at = by_seed.index[by_seed[key] == base_value]
@@ -377,8 +380,8 @@ def _migration_cost(spec: ExperimentSpec, run: ExperimentRun, table: pd.DataFram
             base = run.outcomes[base_at[0]].requests
             moved = moved[moved["migrated"].astype(bool) & (moved["status"] == "completed")]
             base = base[base["status"] == "completed"]
-            pairs = moved[["request_id", "latency_s"]].merge(base[["request_id", "latency_s"]], on="request_id",
-                                                             suffixes=("_with", "_without"))
+            cols = ["request_id", "latency_s", "ttft_s"]
+            pairs = moved[cols].merge(base[cols], on="request_id", suffixes=("_with", "_without"))
             if pairs.empty:
                 continue
             d = (pairs["latency_s_with"] - pairs["latency_s_without"]).to_numpy(dtype=float)
@@ -386,14 +389,17 @@ def _migration_cost(spec: ExperimentSpec, run: ExperimentRun, table: pd.DataFram
             seed_means.append(float(d.mean()))
             with_lat.append(pairs["latency_s_with"].to_numpy(dtype=float))
             base_lat.append(pairs["latency_s_without"].to_numpy(dtype=float))
+            after.append((pairs["latency_s_with"] - pairs["ttft_s_with"]
+                          - (pairs["latency_s_without"] - pairs["ttft_s_without"])).to_numpy(dtype=float))
         if not deltas:
-            rows.append([str(v) for v in values] + ["0", "—", "—", "—", "—", "—", "—"])
+            rows.append([str(v) for v in values] + ["0", "—", "—", "—", "—", "—", "—", "—"])
             continue
         d = np.concatenate(deltas)
         mean, half, _ = mean_ci(seed_means)
         rows.append([str(v) for v in values] + [
             str(len(d)), fmt(np.concatenate(base_lat).mean()), fmt(np.concatenate(with_lat).mean()),
-            fmt(np.median(d)), _pm(mean, half), fmt(np.percentile(d, 99)), f"{(d > 0).mean():.0%}"])
+            fmt(np.median(d)), _pm(mean, half), fmt(np.percentile(d, 99)), f"{(d > 0).mean():.0%}",
+            fmt(np.concatenate(after).mean())])
     return out + [_md_table(header, rows), ""]
 
 

@@ -44,10 +44,11 @@ import numpy as np
 import yaml
 
 from sllmsim.errors import ConfigError, check_keys
+from sllmsim.metrics import SCALAR_KEYS
 
 _TOP_KEYS = ("name", "description", "trace", "requests", "grid", "cases", "seeds", "report")
-_REPORT_KEYS = ("policy_key", "rate_key", "keep_alive_key", "panel_key", "reference", "compare", "migration_cost",
-                "notes", "table_metrics")
+_REPORT_KEYS = ("policy_key", "rate_key", "keep_alive_key", "panel_key", "tradeoff_metrics", "reference", "compare",
+                "migration_cost", "notes", "table_metrics")
 _COMPARE_KEYS = ("key", "reference", "metrics")
 _MIGRATION_COST_KEYS = ("key", "migrated", "baseline")
 
@@ -200,6 +201,8 @@ class ReportOptions:
     """x of the keep-alive trade-off plot (default: keep_alive_s if varied)."""
     panel_key: str | None = None
     """A variation whose values get one panel each in the keep-alive trade-off plot (default: none)."""
+    tradeoff_metrics: tuple[str, ...] = ("latency_p99_s",)
+    """Metrics drawn against GPU-seconds in the keep-alive trade-off plot (one row of panels each)."""
     reference: Mapping[str, Any] = field(default_factory=dict)
     """Values of the other variations at which per-policy plots (CDF, tiers, timeline) are drawn."""
     compare: CompareOptions | None = None
@@ -499,6 +502,11 @@ def _parse_report(value: Any, spec: ExperimentSpec, source: str) -> ReportOption
     rate_key = pick("rate_key", ("rate_scale", "requests.target_rps", "requests.time_scale"))
     keep_alive_key = pick("keep_alive_key", ("keep_alive_s",))
     panel_key = pick("panel_key", ())
+    tradeoff_metrics = value.get("tradeoff_metrics", ReportOptions.tradeoff_metrics)
+    if (not isinstance(tradeoff_metrics, list | tuple) or not tradeoff_metrics
+            or any(m not in SCALAR_KEYS for m in tradeoff_metrics)):
+        raise ConfigError(source, "report.tradeoff_metrics",
+                          f"expected a non-empty list of summary metrics (e.g. latency_p99_s), got {tradeoff_metrics!r}")
     reference = value.get("reference", {})
     if not isinstance(reference, Mapping):
         raise ConfigError(source, "report.reference", "expected a mapping {variation: value}")
@@ -538,7 +546,8 @@ def _parse_report(value: Any, spec: ExperimentSpec, source: str) -> ReportOption
         raise ConfigError(source, "report.notes", "expected markdown text")
     table_metrics = tuple(value.get("table_metrics", DEFAULT_TABLE_METRICS))
     return ReportOptions(policy_key=policy_key, rate_key=rate_key, keep_alive_key=keep_alive_key,
-                         panel_key=panel_key, reference=dict(reference), compare=compare,
+                         panel_key=panel_key, tradeoff_metrics=tuple(tradeoff_metrics),
+                         reference=dict(reference), compare=compare,
                          migration_cost=migration_cost, notes=notes, table_metrics=table_metrics)
 
 

@@ -283,6 +283,11 @@ def test_keep_alive_plot_draws_one_panel_per_value_of_the_panel_key(tmp_path):
     fig = plot_keep_alive_tradeoff(summary, "keep_alive_s", "curve", panel_key="reclaim")
     assert [ax.get_title() for ax in fig.axes] == ["reclaim = False", "reclaim = True"]
     assert len(plot_keep_alive_tradeoff(summary, "keep_alive_s", "curve").axes) == 1
+    # One row of panels per metric.
+    summary["latency_mean_s_mean"], summary["latency_mean_s_ci95"] = [2.0, 3.0, 2.0, 1.0], 0.2
+    two = plot_keep_alive_tradeoff(summary, "keep_alive_s", "curve", y_metrics=("latency_p99_s", "latency_mean_s"),
+                                   panel_key="reclaim")
+    assert [ax.get_ylabel() for ax in two.axes] == ["p99 latency (s)"] * 2 + ["mean latency (s)"] * 2
 
 
 MIGRATION_TRACE = {
@@ -347,6 +352,7 @@ def test_report_lists_every_invariant(tmp_path):
      "report.migration_cost.baseline"),
     ({"migration_cost": {"key": "seed", "migrated": 1, "baseline": 0}}, "report.migration_cost.key"),
     ({"panel_key": "keep_alive_s"}, "report.panel_key"),
+    ({"tradeoff_metrics": ["latency_p99"]}, "report.tradeoff_metrics"),
 ])
 def test_bad_report_options_name_the_field(tmp_path, change, field):
     spec = {"trace": TRACE, "grid": {"scheduler": ["storage_aware", "random"]}, "report": change}
