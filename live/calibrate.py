@@ -23,11 +23,18 @@ the spread is reported next to the median:
   models); and the first-request warm-up (the first prefill of a freshly built model minus a later
   one), reported separately because the simulator has no place for it yet.
 * **execution speed** — per model: prefill of a prompt of ``prompt_tokens`` tokens and the decode
-  steps after it, timed inside :func:`live.generation.generate` exactly as live mode serves a
-  request. The roofline of :mod:`sllmsim.sim.roofline` prices a prefill at ``2·P·T / FLOPs`` and a
-  decode step at ``W / B``, so each model gives an effective FLOP/s and memory bandwidth; the values
-  written (``gpu_flops``, ``gpu_memory_bandwidth``) are the geometric means over the models, the
-  single constants that minimise the squared log error of those two formulas across them.
+  steps after it (the mean gap between tokens), timed inside :func:`live.generation.generate` exactly
+  as live mode serves a request. The simulator prices a forward pass at ``forward_overhead_s +
+  max(2·P·T / FLOPs, W / B)`` (:mod:`sllmsim.sim.roofline` plus the node's fixed per-pass cost), so
+  the decode steps of the models of different sizes are fitted with ``forward_overhead_s + W / B``
+  (:func:`fit_forward_passes`: the fixed cost is the framework's work per pass — Python, module calls —
+  which dominates small models), and ``gpu_flops`` prices each prefill on top of the same fixed cost.
+* **per-request serving cost** — the smallest model served by live mode's own server
+  (:func:`live.server.create_app`, over HTTP, in this process): warm requests' time to first token
+  as the server records it, minus the prefill the fit prices → ``request_overhead_s`` (median).
+  The decode steps seen through the server are reported next to the fit's.
+* **small checkpoints** — a whole model folder's disk read and throttled download beyond
+  ``size / bandwidth`` (file opens and creations; reported only).
 
 The result is a hardware JSON in the spec's format (plus the optional keys the simulator reads) with
 the same values for every node — live mode's nodes all share this machine — and a sidecar with every
@@ -121,7 +128,7 @@ class ModelProfile:
     """First prefill of a freshly built model minus the steady prefill."""
     prefill_s: Measurement
     decode_step_s: Measurement
-    """Median gap between consecutive tokens of one request, per repeat."""
+    """Mean gap between consecutive tokens of one request, per repeat."""
 
     @property
     def num_params(self) -> float:
@@ -162,16 +169,38 @@ class Calibration:
     notes: list[str] = field(default_factory=list)
     load_average_1min: list[float] = field(default_factory=list)
     """The machine's one-minute load average when the calibration started and ended."""
+    serving: ServingProfile | None = None
+    """Warm requests through the real server (the source of ``request_overhead_s``)."""
+    small_checkpoint: dict[str, Measurement] = field(default_factory=dict)
+    """Fixed costs of reading and downloading a whole (small) model folder, reported only."""
+
+    @property
+    def fit(self) -> PassFit:
+        """The forward-pass constants fitted to the models (see :func:`fit_forward_passes`)."""
+        return fit_forward_passes(self.models)
 
     @property
     def gpu_flops(self) -> float:
-        """Geometric mean of the models' effective prefill FLOP/s."""
-        return _geomean([m.flops_per_s for m in self.models])
+        """FLOP/s of the fit: prefills priced on top of the per-pass fixed cost."""
+        return self.fit.flops_per_s
 
     @property
     def gpu_memory_bytes_per_s(self) -> float:
-        """Geometric mean of the models' effective decode memory bandwidth."""
-        return _geomean([m.memory_bytes_per_s for m in self.models])
+        """Memory bandwidth of the fit: one over the slope of the decode steps against the weights."""
+        return self.fit.memory_bytes_per_s
+
+    @property
+    def forward_overhead_s(self) -> float:
+        """Fixed seconds of every forward pass: the intercept of the decode steps' fit."""
+        return self.fit.forward_overhead_s
+
+    @property
+    def request_overhead_s(self) -> float | None:
+        """Median over warm served requests of TTFT minus the modelled prefill (0 when negative:
+        the server then costs less than the fit's own error); None when serving was not measured."""
+        if self.serving is None:
+            return None
+        return max(0.0, self.serving.request_overhead_s.median)
 
     @property
     def load_overhead_s(self) -> float:
@@ -201,6 +230,9 @@ class Calibration:
         if self.models:
             node["gpu_memory_bandwidth"] = rate_text(self.gpu_memory_bytes_per_s)
             node["gpu_flops"] = float(f"{self.gpu_flops:.4g}")
+            node["forward_overhead_s"] = round(self.forward_overhead_s, 5)
+        if self.request_overhead_s is not None:
+            node["request_overhead_s"] = round(self.request_overhead_s, 5)
         return {str(n): dict(node) for n in node_ids}
 
 
@@ -484,7 +516,9 @@ class _ModelSampler:
         out["warmup"].append(first - steady)
         out["prefill"].append(steady)
         if gaps:
-            out["steps"].append(float(np.median(gaps)))
+            # The mean, not the median: a request's latency sums every step, the slower ones included
+            # (a completed block of the KV cache is re-computed in one pass, see live.generation).
+            out["steps"].append(float(np.mean(gaps)))
         model.to("meta")
         del model
         if dev.type == "cuda":
@@ -528,22 +562,200 @@ def profile_model(folder: Path, device: str, repeats: int, prompt_tokens: int = 
     return profile_models([folder], device, repeats, prompt_tokens, decode_tokens, dtype)[0]
 
 
-def decode_fit(profiles: Sequence[ModelProfile]) -> dict | None:
-    """Least-squares fit ``step = a + weights / B`` of the models' decode steps, for the report.
+@dataclass(frozen=True)
+class PassFit:
+    """The execution constants fitted to the models' forward passes (the roofline's inputs).
 
-    The simulator's roofline prices a step at ``weights / B`` alone; a clearly positive ``a`` (the
-    framework's fixed cost per forward pass) is what it cannot represent. None with fewer than two
-    models of different sizes.
+    A forward pass is priced ``forward_overhead_s + max(2·P·T / flops, W / bandwidth)``
+    (:mod:`sllmsim.sim.roofline` plus the node's ``forward_overhead_s``): a decode step is
+    memory-bound (``W / bandwidth``), a prefill of ``T`` tokens compute-bound.
     """
-    if len({p.weights_bytes for p in profiles}) < 2:
-        return None
+
+    forward_overhead_s: float
+    """Fixed seconds of every forward pass: the intercept of the decode-step fit."""
+    memory_bytes_per_s: float
+    """Memory bandwidth: one over the slope of the decode-step fit."""
+    flops_per_s: float
+    """Geometric mean over the models of ``2·P·T / (prefill − forward_overhead_s)``."""
+    method: str
+    """How the decode steps were fitted (``relative least squares`` or a fallback, with its reason)."""
+
+    def step_s(self, weights_bytes: float) -> float:
+        """A decode step of one sequence (the KV-cache read left out) as the fit prices it."""
+        return self.forward_overhead_s + weights_bytes / self.memory_bytes_per_s
+
+    def prefill_s(self, num_params: float, prompt_tokens: int, weights_bytes: float) -> float:
+        """A prefill of ``prompt_tokens`` tokens as the fit prices it."""
+        compute = 2.0 * num_params * prompt_tokens / self.flops_per_s
+        return self.forward_overhead_s + max(compute, weights_bytes / self.memory_bytes_per_s)
+
+    def to_json(self) -> dict:
+        return {"forward_overhead_s": self.forward_overhead_s, "memory_bytes_per_s": self.memory_bytes_per_s,
+                "flops_per_s": self.flops_per_s, "method": self.method}
+
+
+def fit_forward_passes(profiles: Sequence[ModelProfile]) -> PassFit:
+    """Fit ``step = forward_overhead_s + weights / bandwidth`` to the models' decode steps, then the
+    FLOP/s that prices each model's prefill on top of the same fixed cost.
+
+    The decode fit minimises the squared *relative* error over the models (a weighted least squares),
+    so that the small models, whose steps are mostly fixed cost, count as much as the large ones: the
+    validation's targets are relative errors. It falls back to no fixed cost and the geometric mean of
+    ``weights / step`` (the best single bandwidth in log error) when there are fewer than two model
+    sizes, or when the fit is unphysical — a negative fixed cost, or steps that do not grow with the
+    weights (noise larger than the differences) — and says so in ``method``.
+    """
+    if not profiles:
+        raise ValueError("no model profiles to fit")
     w = np.array([p.weights_bytes for p in profiles], dtype=float)
     t = np.array([p.decode_step_s.median for p in profiles])
-    slope, intercept = np.polyfit(w, t, 1)
-    return {"fixed_s_per_step": float(intercept),
-            "bytes_per_s": float(1.0 / slope) if slope > 0 else None,
-            "models": {p.name: {"measured_s": p.decode_step_s.median,
-                                "fit_s": float(intercept + slope * p.weights_bytes)} for p in profiles}}
+    overhead, bandwidth, method = 0.0, None, ""
+    if len(set(w.tolist())) < 2:
+        method = "one model size: no fixed cost can be separated; geometric mean of weights / step"
+    else:
+        slope, intercept = np.polyfit(w, t, 1, w=1.0 / t)
+        if slope <= 0:
+            method = "steps do not grow with the weights (noise); geometric mean of weights / step"
+        elif intercept < 0:
+            method = f"negative fixed cost ({intercept * 1e3:.2f} ms); geometric mean of weights / step"
+        else:
+            overhead, bandwidth, method = float(intercept), float(1.0 / slope), "relative least squares"
+    if bandwidth is None:
+        bandwidth = _geomean((w / t).tolist())
+    flops = []
+    for p in profiles:
+        compute_s = p.prefill_s.median - overhead
+        if compute_s > 0:
+            flops.append(2.0 * p.num_params * p.prompt_tokens / compute_s)
+    if not flops:  # every prefill within the fixed cost: price the compute with the raw prefills
+        flops = [p.flops_per_s for p in profiles]
+    return PassFit(forward_overhead_s=overhead, memory_bytes_per_s=bandwidth, flops_per_s=_geomean(flops),
+                   method=method)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+@dataclass(frozen=True)
+class ServingProfile:
+    """Warm requests to one model through live mode's real server, against the fitted pass model."""
+
+    name: str
+    weights_bytes: int
+    ttft_s: Measurement
+    """Time to first token of each warm request as the server records it (arrival to first token)."""
+    modelled_prefill_s: tuple[float, ...]
+    """Each request's prefill as the fit prices it (its recorded prompt tokens)."""
+    request_overhead_s: Measurement
+    """``ttft_s − modelled_prefill_s`` per request: serving time the pass model does not price."""
+    decode_step_s: Measurement
+    """Mean gap between tokens of each request, through the server."""
+    modelled_step_s: float
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "weights_bytes": self.weights_bytes, "ttft_s": self.ttft_s.to_json(),
+                "modelled_prefill_s": list(self.modelled_prefill_s),
+                "request_overhead_s": self.request_overhead_s.to_json(),
+                "decode_step_s": self.decode_step_s.to_json(), "modelled_step_s": self.modelled_step_s}
+
+
+#: Name under which the calibration's own server deploys the model it measures.
+SERVING_MODEL = "calibrate-serving"
+
+
+def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path, repeats: int,
+                    prompt_tokens: int, decode_tokens: int, gpu: str) -> ServingProfile:
+    """Serve ``profile``'s model with live mode's server (in this process, over HTTP) and time warm requests.
+
+    One node on ``device`` with the model on its disk; a first request loads it (not counted), then
+    ``repeats`` requests one after the other find it warm. Each one's time to first token is read from
+    the server's records (arrival at the server to first token, as the validation measures it), and the
+    prefill the fitted pass model prices for its prompt is subtracted: what remains is the per-request
+    serving cost (HTTP handling, hand-offs between the event loop and the worker thread, tokenising)
+    that the simulator adds as ``request_overhead_s``.
+    """
+    import httpx
+
+    from live.server import create_app, serve_in_thread
+    from sllmsim.config.hardware import parse_hardware
+    from sllmsim.fidelity.replay import deploy, fetch_records, prompt_text
+
+    node = {"host_size": size_text(4 * profile.weights_bytes + _GiB), "host_bandwidth": "1GB/s",
+            "disk_size": size_text(4 * profile.weights_bytes + _GiB), "disk_bandwidth": "1GB/s",
+            "network_bandwidth": "1Gbps", "num_gpus": 1, "gpu": gpu}
+    cluster = parse_hardware({"0": node}, source="calibration server")
+    store = work / "serving-store"
+    app = create_app(cluster, store, devices={"0": device}, plots=False)
+    config = {"model": SERVING_MODEL, "backend": "transformers", "num_gpus": 1,
+              "auto_scaling_config": {"metric": "concurrency", "target": 1, "min_instances": 0, "max_instances": 1,
+                                      "keep_alive": 3600},
+              "placement_config": {"local_disk": ["0"]},
+              "backend_config": {"pretrained_model_name_or_path": str(Path(profile.path).resolve()),
+                                 "torch_dtype": "auto", "max_batch_size": 1}}  # the checkpoint's dtype, as profiled
+    with serve_in_thread(app) as url:
+        deploy(url, [config])
+        with httpx.Client(base_url=url, timeout=600.0) as client:
+            for i in range(repeats + 1):
+                body = {"model": SERVING_MODEL, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
+                        "temperature": 1.0, "seed": i}
+                resp = client.post("/v1/completions", json=body)
+                if resp.status_code != 200:
+                    raise RuntimeError(f"the calibration server refused request {i}: {resp.status_code} "
+                                       f"{resp.text[:300]}")
+        records = fetch_records(url)
+    shutil.rmtree(store, ignore_errors=True)
+    warm = sorted((r for r in records["requests"] if r["model"] == SERVING_MODEL and r["status"] == "completed"),
+                  key=lambda r: r["arrival_s"])[1:]
+    if len(warm) < 2:
+        raise RuntimeError(f"the calibration server completed only {len(warm)} warm request(s)")
+    ttft = [r["first_token_s"] - r["arrival_s"] for r in warm]
+    modelled = [fit.prefill_s(profile.num_params, int(r["input_tokens"]), profile.weights_bytes) for r in warm]
+    steps = [(r["finish_s"] - r["first_token_s"]) / (r["output_tokens"] - 1) for r in warm if r["output_tokens"] > 1]
+    name = profile.name
+    return ServingProfile(
+        name=name, weights_bytes=profile.weights_bytes,
+        ttft_s=_sample("serving_ttft_s", f"{name}: served warm, time to first token", "s", ttft),
+        modelled_prefill_s=tuple(modelled),
+        request_overhead_s=_sample("request_overhead_s", f"{name}: served warm, TTFT − modelled prefill", "s",
+                                   [a - b for a, b in zip(ttft, modelled)],
+                                   "live.server over HTTP; arrival to first token from the server's records"),
+        decode_step_s=_sample("serving_decode_step_s", f"{name}: served warm, decode step", "s", steps or [math.nan]),
+        modelled_step_s=fit.step_s(profile.weights_bytes),
+    )
+
+
+def small_checkpoint_costs(profile: ModelProfile, work: Path, disk_bytes_per_s: float,
+                           network_bytes_per_s: float, repeats: int) -> dict[str, Measurement]:
+    """Time spent by a whole model folder's disk read and throttled download beyond ``size / bandwidth``.
+
+    The bandwidths are measured on one large probe file; a model folder adds a handful of small files
+    (config, tokenizer), their opens and creations. Reported, not written: no hardware key takes it,
+    and on the machine these were written for it is a few milliseconds.
+    """
+    folder = Path(profile.path)
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    read, download = [], []
+    for _ in range(repeats):
+        drop_tree([folder])
+        start = time.perf_counter()
+        ckpt = read_checkpoint(folder)
+        read.append(time.perf_counter() - start - ckpt.nbytes / disk_bytes_per_s)
+        del ckpt
+        drop_tree([folder])
+        dst = work / f"download-{uuid.uuid4().hex}"
+        start = time.perf_counter()
+        nbytes = copy_checkpoint(folder, dst, network_bytes_per_s)
+        download.append(time.perf_counter() - start - nbytes / network_bytes_per_s)
+        shutil.rmtree(dst, ignore_errors=True)
+    name = profile.name
+    return {
+        "disk_read_fixed_s": _sample("disk_read_fixed_s", f"{name} ({size / _MiB:.1f} MiB): disk read − size / disk "
+                                     "bandwidth", "s", read, "live.loader.read_checkpoint of the folder, page cache "
+                                     "dropped"),
+        "download_fixed_s": _sample("download_fixed_s", f"{name}: throttled download − size / network bandwidth", "s",
+                                    download, "live.store.copy_checkpoint of the folder, source dropped from the "
+                                    "page cache"),
+    }
 
 
 # --------------------------------------------------------------------------- the whole calibration
@@ -626,31 +838,53 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
                     say(f"building probe model {recipe.name}")
                     folders.append(build_model_folder(work / "models" / recipe.name, recipe))
             profiles = profile_models(folders, device, repeats, prompt_tokens, decode_tokens, progress=say)
+            # The smallest model: its requests are mostly fixed costs, the serving overhead stands out.
+            smallest = min(profiles, key=lambda p: p.weights_bytes)
+            say(f"serving {smallest.name} through the live server")
+            fit = fit_forward_passes(profiles)
+            if fit.method != "relative least squares":
+                notes.append(f"forward passes: {fit.method}; forward_overhead_s is written as 0")
+            serving = measure_serving(smallest, fit, device, work, repeats, prompt_tokens, decode_tokens,
+                                      gpu_type_for(device, _device_name(dev)))
+            if serving.request_overhead_s.median < 0:
+                notes.append(f"served requests reached their first token {-serving.request_overhead_s.median * 1e3:.1f}"
+                             " ms before the modelled prefill: request_overhead_s is written as 0")
+            say(f"small-checkpoint costs of {smallest.name}")
+            small = small_checkpoint_costs(smallest, work, measured["disk_read_bytes_per_s"].median, network, repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if load_average:
         load_average.append(os.getloadavg()[0])
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
-    return Calibration(device=str(dev), device_name=name, torch_threads=n_threads, measurements=measured,
+    return Calibration(device=str(dev), device_name=_device_name(dev), torch_threads=n_threads, measurements=measured,
                        models=profiles, network_bandwidth_bytes_per_s=network,
                        host_size_bytes=host_size_bytes or host_default, disk_size_bytes=disk_size_bytes or disk_default,
-                       notes=notes, load_average_1min=load_average)
+                       notes=notes, load_average_1min=load_average, serving=serving, small_checkpoint=small)
+
+
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
 
 
 def roofline_check(cal: Calibration) -> dict:
-    """Each model's prefill and decode step as the simulator's roofline prices them with the written
-    constants, next to the measurement: how well one FLOP/s and one bandwidth describe every model."""
+    """Each model's prefill and decode step as the simulator prices them with the written constants
+    (roofline plus ``forward_overhead_s``), next to the measurement: how well one fixed cost, one
+    FLOP/s and one bandwidth describe every model."""
+    fit = cal.fit
     out = {}
     for p in cal.models:
-        floor = p.weights_bytes / cal.gpu_memory_bytes_per_s
-        prefill = max(2.0 * p.num_params * p.prompt_tokens / cal.gpu_flops, floor)
-        out[p.name] = {"prefill_measured_s": p.prefill_s.median, "prefill_roofline_s": prefill,
-                       "decode_step_measured_s": p.decode_step_s.median, "decode_step_roofline_s": floor}
+        prefill = fit.prefill_s(p.num_params, p.prompt_tokens, p.weights_bytes)
+        step = fit.step_s(p.weights_bytes)
+        out[p.name] = {"prefill_measured_s": p.prefill_s.median, "prefill_model_s": prefill,
+                       "prefill_error": prefill / p.prefill_s.median - 1.0,
+                       "decode_step_measured_s": p.decode_step_s.median, "decode_step_model_s": step,
+                       "decode_step_error": step / p.decode_step_s.median - 1.0}
     return out
 
 
 def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) -> dict:
     """The sidecar: every sample, the derived hardware values and where each came from."""
+    fit = cal.fit if cal.models else None
+    serving = cal.serving
     return {
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "device": cal.device,
                     "device_name": cal.device_name, "torch": torch.__version__, "torch_threads": cal.torch_threads,
@@ -664,13 +898,20 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
             "network_bandwidth": "configured value (live mode throttles its copies to it), checked by "
                                  "network_copy_bytes_per_s",
             "load_overhead_s": "median over the models of the median construct_s",
-            "gpu_flops": "geometric mean over the models of 2 · params · prompt tokens / prefill_s",
-            "gpu_memory_bandwidth": "geometric mean over the models of weights bytes / decode_step_s",
+            "forward_overhead_s": "intercept of the fit decode_step_s = forward_overhead_s + weights bytes / "
+                                  "gpu_memory_bandwidth over the models (relative least squares; see pass_fit.method)",
+            "gpu_memory_bandwidth": "one over the slope of the same fit",
+            "gpu_flops": "geometric mean over the models of 2 · params · prompt tokens / (prefill_s − "
+                         "forward_overhead_s)",
+            "request_overhead_s": "median over warm requests served by live mode's server (serving) of time to "
+                                  "first token minus the prefill the written constants price",
             "warmup_s_not_modelled": cal.warmup_s if cal.models else None,
         },
         "measurements": [m.to_json() for m in cal.measurements.values()],
         "models": [p.to_json() for p in cal.models],
-        "roofline_check": roofline_check(cal),
-        "decode_fit": decode_fit(cal.models),
+        "pass_fit": fit.to_json() if fit else None,
+        "roofline_check": roofline_check(cal) if fit else {},
+        "serving": serving.to_json() if serving else None,
+        "small_checkpoint": {k: m.to_json() for k, m in cal.small_checkpoint.items()},
         "notes": list(cal.notes),
     }

@@ -6,6 +6,7 @@ The measurements live in :mod:`live.calibrate` (imported only when the command r
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import click
@@ -58,24 +59,33 @@ def print_calibration(cal, console=None) -> None:
         table.add_section()
         for m in (p.to_device_s, p.construct_s, p.warmup_s, p.prefill_s, p.decode_step_s):
             row(m)
+    if cal.serving is not None:
+        table.add_section()
+        for m in (cal.serving.ttft_s, cal.serving.request_overhead_s, cal.serving.decode_step_s):
+            row(m)
+    if cal.small_checkpoint:
+        table.add_section()
+        for m in cal.small_checkpoint.values():
+            row(m)
     console.print(table)
     if cal.models:
-        speed = Table(title="Effective device speed per model (roofline inputs)", header_style="bold")
-        for col in ("model", "weights", "FLOP/s (prefill)", "memory B/s (decode)"):
+        fit = cal.fit
+        speed = Table(title=f"Forward passes: {_fmt(fit.forward_overhead_s, 's')} + weights / "
+                            f"{_fmt(fit.memory_bytes_per_s, 'bytes/s')} per decode step, prefill at "
+                            f"{_fmt(fit.flops_per_s, 'FLOP/s')} ({fit.method})", header_style="bold")
+        for col in ("model", "weights", "prefill", "modelled", "decode step", "modelled"):
             speed.add_column(col, justify="left" if col == "model" else "right")
         for p in cal.models:
-            speed.add_row(p.name, format_bytes(p.weights_bytes), _fmt(p.flops_per_s, "FLOP/s"),
-                          _fmt(p.memory_bytes_per_s, "bytes/s"))
-        speed.add_row("written (geometric mean)", "", _fmt(cal.gpu_flops, "FLOP/s"),
-                      _fmt(cal.gpu_memory_bytes_per_s, "bytes/s"), style="bold")
+            speed.add_row(p.name, format_bytes(p.weights_bytes), _fmt(p.prefill_s.median, "s"),
+                          _fmt(fit.prefill_s(p.num_params, p.prompt_tokens, p.weights_bytes), "s"),
+                          _fmt(p.decode_step_s.median, "s"), _fmt(fit.step_s(p.weights_bytes), "s"))
         console.print(speed)
-    from live.calibrate import decode_fit
-
-    fit = decode_fit(cal.models)
-    if fit is not None and fit["fixed_s_per_step"] > 0:
-        console.print(f"decode steps fit {_fmt(fit['fixed_s_per_step'], 's')} + weights / "
-                      f"{_fmt(fit['bytes_per_s'] or float('nan'), 'bytes/s')} per step; the simulator's roofline "
-                      "has no fixed per-step term, so the bandwidth written is the geometric mean over the models")
+    if cal.serving is not None:
+        sv = cal.serving
+        console.print(f"served {sv.name} warm: time to first token {_fmt(sv.ttft_s.median, 's')}, modelled prefill "
+                      f"{_fmt(float(statistics.median(sv.modelled_prefill_s)), 's')} → request_overhead_s "
+                      f"{_fmt(cal.request_overhead_s, 's')}; decode step {_fmt(sv.decode_step_s.median, 's')} "
+                      f"through the server against {_fmt(sv.modelled_step_s, 's')} modelled")
     for note in cal.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
 

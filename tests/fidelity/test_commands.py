@@ -159,6 +159,13 @@ def test_calibrate_writes_hardware_that_both_runtimes_read(tmp_path: Path, tiny_
                 "host_to_device_bytes_per_s", "network_copy_bytes_per_s", "unthrottled_copy_bytes_per_s"):
         assert len(keys[key]["samples"]) == 2 and keys[key]["median"] > 0, key
     assert details["models"][0]["decode_step_s"]["samples"]
+    # One model size: no fixed per-pass cost can be separated from the bandwidth, and the sidecar says so.
+    assert node.forward_overhead_s == 0.0 and details["pass_fit"]["method"].startswith("one model size")
+    # Warm requests through the real server give the per-request overhead, written to the JSON.
+    serving = details["serving"]
+    assert len(serving["ttft_s"]["samples"]) == 2 and min(serving["ttft_s"]["samples"]) > 0
+    assert node.request_overhead_s == pytest.approx(max(0.0, serving["request_overhead_s"]["median"]), abs=1e-5)
+    assert set(details["small_checkpoint"]) == {"disk_read_fixed_s", "download_fixed_s"}
     assert not (tmp_path / "store" / ".sllmsim-calibrate").exists()  # probe files are removed
 
 
