@@ -17,8 +17,10 @@ One :class:`Simulation` replays a :class:`~sllmsim.config.trace.TraceConfig`:
    (:mod:`sllmsim.sim.links`): pipelined through every tier at once, or one tier after another.
    Disk and host-memory copies are kept in LRU stores (:mod:`sllmsim.sim.storage`).
 5. **Serving.** A loaded instance prefills the prompts it has admitted as one batch (decode pauses
-   meanwhile), then decodes its batch; times come from the roofline (:mod:`sllmsim.sim.roofline`)
-   and are computed once per batch change. Only here is a request's true output length used.
+   meanwhile), then decodes its batch; times come from the roofline (:mod:`sllmsim.sim.roofline`,
+   with the node's ``forward_overhead_s`` on every pass) and are computed once per batch change. A
+   node's ``request_overhead_s`` holds each admitted request back from the next prefill for that
+   long. Only here is a request's true output length used.
 6. **Making room** (only with ``scheduler.enable_migration`` or the ``shepherd`` policy). The
    snapshot then lists each node's running instances, and a placement may first move some of them
    to other nodes (token-based live migration: the destination loads the model, re-computes the
