@@ -128,7 +128,8 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     }
     from sllmsim.cli.calibrate import sidecar_path
 
-    summary = write_report(out, live.result, simulated, context, hardware_files=(hardware, sidecar_path(hardware)))
+    summary = write_report(out, live.result, simulated, context, hardware_files=(hardware, sidecar_path(hardware)),
+                           cpu_samples=live.cpu_samples)
     print_headline(summary, Console())
     click.echo(f"wrote {out}/report.md")
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,7 @@ from sllmsim.config.deploy import deploy_config_to_dict
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.config.trace import TraceConfig
 from sllmsim.errors import ConfigError, check_keys
+from sllmsim.fidelity.cpu_load import CpuSampler, Sample
 from sllmsim.fidelity.pagecache import drop_tree
 from sllmsim.fidelity.replay import Outcome, deploy, fetch_records, replay
 from sllmsim.records import RunResult
@@ -118,13 +120,17 @@ class LiveRun:
     """The server's ``GET /records`` answer, as received."""
     settings: dict
     """How the run was made (devices, threads, page cache), for the report."""
+    cpu_samples: list[Sample] = field(default_factory=list)
+    """(run seconds, machine busy CPU seconds, this process's CPU seconds) during the replay
+    (:mod:`sllmsim.fidelity.cpu_load`); empty where the platform has no ``/proc/stat``."""
 
     def save(self, path: str | Path) -> Path:
         """Write everything needed to re-simulate and re-report this run without serving it again."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"records": self.records, "sizes_bytes": self.sizes_bytes, "settings": self.settings,
-                "outcomes": [asdict(o) for o in self.outcomes]}
+                "outcomes": [asdict(o) for o in self.outcomes],
+                "cpu_samples": [list(s) for s in self.cpu_samples]}
         path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         return path
 
@@ -142,7 +148,8 @@ def load_live_run(path: str | Path, name: str) -> LiveRun:
         result = run_result_from_json(records, name=name)
         return LiveRun(result=result, sizes_bytes={k: int(v) for k, v in data["sizes_bytes"].items()},
                        outcomes=[Outcome(**o) for o in data.get("outcomes", [])], records=records,
-                       settings=dict(data.get("settings", {})))
+                       settings=dict(data.get("settings", {})),
+                       cpu_samples=[tuple(float(v) for v in s) for s in data.get("cpu_samples", [])])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(str(path), "", f"not a saved live run ({exc})") from None
 
@@ -206,9 +213,13 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
                 if page_cache == "drop":
                     drop_tree(roots)
 
-            outcomes = replay(url, trace.requests, progress=progress, before_send=before_send)
+            recorder = app.state.controller.recorder
+            # Sampled on the server's clock, so that each request's and load's interval can be looked up.
+            with CpuSampler(clock=lambda: recorder.run_time_s(time.monotonic())) as cpu:
+                outcomes = replay(url, trace.requests, progress=progress, before_send=before_send)
             records = fetch_records(url)
     result = run_result_from_json(records, name=f"{trace.name}-live")
     settings = {"page_cache": page_cache, "torch_threads": threads, "load_average_1min": load_average,
                 "devices": (records.get("resolved_config") or {}).get("devices")}
-    return LiveRun(result=result, sizes_bytes=sizes, outcomes=outcomes, records=records, settings=settings)
+    return LiveRun(result=result, sizes_bytes=sizes, outcomes=outcomes, records=records, settings=settings,
+                   cpu_samples=cpu.samples)

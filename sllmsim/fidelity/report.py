@@ -10,6 +10,7 @@ Layout of ``OUT/``::
     scatter.png              simulated vs measured: load time, time to first token, end-to-end latency
     cdf.png                  latency and TTFT CDFs of both runs overlaid
     load_phases.png          median duration of each load phase per tier, measured vs simulated
+    contention.png           signed error against other processes' CPU use (when the live run sampled it)
     hardware.json            the calibrated hardware the simulator used (and its calibration sidecar)
     report.md                all of the above in words and tables
 """
@@ -19,13 +20,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sllmsim.fidelity.accuracy import TARGETS, error_table, headline
+from sllmsim.fidelity.accuracy import QUIET_OTHER_CORES, TARGETS, error_table, headline, signed_error
+from sllmsim.fidelity.cpu_load import Sample, other_cores
 from sllmsim.fidelity.join import join_loads, join_requests
 from sllmsim.metrics import COLD_TIERS, LOAD_PHASES, frames_from_result
 from sllmsim.records import RunResult
@@ -155,23 +158,76 @@ def plot_load_phases(medians: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_contention(requests: pd.DataFrame, loads: pd.DataFrame) -> Figure:
+    """Signed error (simulated / measured − 1) of each load and request against the cores other
+    processes kept busy meanwhile: whether the simulator's error grows with the machine's load."""
+    fig = Figure(figsize=(11.0, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = ((axes[0], loads[loads["paired"]], "load_s", "Cold-start load time"),
+              (axes[1], requests[requests["completed"]], "latency_s", "End-to-end latency"))
+    for ax, frame, col, title in panels:
+        err = signed_error(frame[f"{col}_live"], frame[f"{col}_sim"])
+        for tier in ("gpu", *COLD_TIERS):
+            sel = (frame["tier_live"] == tier) & err.notna() & frame["other_cores_live"].notna()
+            if sel.any():
+                ax.scatter(frame.loc[sel, "other_cores_live"], err[sel] * 100, s=18, color=_TIER_COLORS[tier],
+                           label=f"{tier} (n={int(sel.sum())})", alpha=0.85, edgecolors="none")
+        ax.axhline(0, color="0.3", linewidth=1.0)
+        ax.axvline(QUIET_OTHER_CORES, color="0.6", linewidth=1.0, linestyle="--")
+        ax.set_xlabel("cores busy with other processes (live)")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("signed error, simulated / measured − 1 (%)")
+    fig.suptitle("Simulator error against the machine's other load (negative: the simulator is faster)")
+    return fig
+
+
+def _median_signed(frame: pd.DataFrame, col: str) -> float | None:
+    err = signed_error(frame[f"{col}_live"], frame[f"{col}_sim"]).dropna()
+    return float(err.median()) if len(err) else None
+
+
 # --------------------------------------------------------------------------- report
 
 
-def compare_runs(live: RunResult, sim: RunResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
-    """(joined requests, joined loads, error table, headline) of a live and a simulated run."""
+def add_contention(requests: pd.DataFrame, loads: pd.DataFrame, live_phases: pd.DataFrame,
+                   cpu_samples: Sequence[Sample]) -> None:
+    """Add ``other_cores_live``: the cores other processes kept busy while each live request ran
+    (arrival to finish) and while each live load ran (first to last load phase); in place."""
+    requests["other_cores_live"] = [
+        other_cores(cpu_samples, a, a + lat) if pd.notna(a) and pd.notna(lat) else math.nan
+        for a, lat in zip(requests["arrival_s_live"], requests["latency_s_live"])]
+    load = live_phases[live_phases["phase"].isin(list(LOAD_PHASES))]
+    spans = load.groupby("instance_id").agg(start=("start_s", "min"), end=("end_s", "max"))
+    loads["other_cores_live"] = [
+        other_cores(cpu_samples, spans.at[i, "start"], spans.at[i, "end"]) if i in spans.index else math.nan
+        for i in loads["instance_id_live"]]
+
+
+def compare_runs(live: RunResult, sim: RunResult, cpu_samples: Sequence[Sample] = ()
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """(joined requests, joined loads, error table, headline) of a live and a simulated run.
+
+    With the live run's ``cpu_samples`` (:mod:`sllmsim.fidelity.cpu_load`), requests and loads get
+    ``other_cores_live`` and the error table splits them by it.
+    """
     live_frames, sim_frames = frames_from_result(live), frames_from_result(sim)
     requests = join_requests(live_frames.requests, sim_frames.requests)
     loads = join_loads(requests, live_frames.phases, sim_frames.phases)
+    if cpu_samples:
+        add_contention(requests, loads, live_frames.phases, cpu_samples)
     errors = error_table(requests, loads)
     return requests, loads, errors, headline(requests, loads, errors)
 
 
 def write_report(out_dir: str | Path, live: RunResult, sim: RunResult, context: dict | None = None,
-                 hardware_files: tuple[Path, ...] = (), run_folders: bool = True) -> dict:
+                 hardware_files: tuple[Path, ...] = (), run_folders: bool = True,
+                 cpu_samples: Sequence[Sample] = ()) -> dict:
     """Write the report folder (see the module docstring); returns the summary written to ``summary.json``.
 
     ``context`` (command, trace, machine, notes) goes into ``summary.json`` and ``report.md`` as is.
+    ``cpu_samples``: the live run's, for the contention columns, error groups and ``contention.png``.
     """
     from sllmsim.output import write_run_folder
     from sllmsim.report import save_figure
@@ -179,7 +235,7 @@ def write_report(out_dir: str | Path, live: RunResult, sim: RunResult, context: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = dict(context or {})
-    requests, loads, errors, head = compare_runs(live, sim)
+    requests, loads, errors, head = compare_runs(live, sim, cpu_samples)
     if run_folders:
         # The runs' own plots would repeat the report's; `sllmsim compare live sim` draws them on demand.
         write_run_folder(out / "live", live, plots=False)
@@ -194,15 +250,18 @@ def write_report(out_dir: str | Path, live: RunResult, sim: RunResult, context: 
     save_figure(plot_scatter(requests, loads), out / "scatter.png")
     save_figure(plot_cdfs(live, sim), out / "cdf.png")
     save_figure(plot_load_phases(medians), out / "load_phases.png")
+    contention = "other_cores_live" in requests and requests["other_cores_live"].notna().any()
+    if contention:
+        save_figure(plot_contention(requests, loads), out / "contention.png")
     summary = {**{k: _nan_none(v) for k, v in head.items() if k != "targets"}, "targets": head["targets"],
                "context": context}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    (out / "report.md").write_text(_markdown(requests, loads, errors, head, medians, context))
+    (out / "report.md").write_text(_markdown(requests, loads, errors, head, medians, context, contention))
     return summary
 
 
 def _markdown(requests: pd.DataFrame, loads: pd.DataFrame, errors: pd.DataFrame, head: dict,
-              medians: pd.DataFrame, context: dict) -> str:
+              medians: pd.DataFrame, context: dict, contention: bool = False) -> str:
     title = context.get("trace_name", "trace")
     out = [f"# Fidelity: `{title}` live vs simulated", ""]
     if context.get("command"):
@@ -266,6 +325,25 @@ def _markdown(requests: pd.DataFrame, loads: pd.DataFrame, errors: pd.DataFrame,
                                                     for s in (*LOAD_PHASES.values(), "load")])
         out += [_md_table(["tier", "n", "downloading", "loading to host", "loading to device", "whole load"], rows),
                 "", "(measured / simulated)", ""]
+
+    if contention:
+        out += ["## Machine contention", "",
+                "CPU time other processes used while each live request and load ran (`/proc/stat` minus this "
+                "process, sampled every 0.1 s), in cores: the simulator models the machine alone. Error groups "
+                f"\"others < {QUIET_OTHER_CORES:g} cores\" and \"others ≥ {QUIET_OTHER_CORES:g} cores\" above split "
+                "by it.", ""]
+        rows = []
+        for name, frame, col in (("cold-start loads", loads[loads["paired"]], "load_s"),
+                                 ("requests (latency)", requests[requests["completed"]], "latency_s")):
+            other = frame["other_cores_live"].dropna()
+            quiet = frame[frame["other_cores_live"] < QUIET_OTHER_CORES]
+            busy = frame[frame["other_cores_live"] >= QUIET_OTHER_CORES]
+            rows.append([name, str(len(other)), f"{other.median():.2f}" if len(other) else "—",
+                         f"{other.max():.2f}" if len(other) else "—", str(len(quiet)),
+                         _pct(_median_signed(quiet, col)), str(len(busy)), _pct(_median_signed(busy, col))])
+        out += [_md_table(["", "n", "others' cores, median", "max", f"n < {QUIET_OTHER_CORES:g}",
+                           "median signed error", f"n ≥ {QUIET_OTHER_CORES:g}", "median signed error"], rows),
+                "", "![error against contention](contention.png)", ""]
 
     out += ["## Plots", "",
             "![simulated vs measured](scatter.png)", "", "![CDFs](cdf.png)", "", "![load phases](load_phases.png)", ""]

@@ -88,6 +88,9 @@ def test_validate_end_to_end_writes_the_report(tiny_trace: Path, tmp_path: Path)
 
     requests = pd.read_csv(out / "requests.csv")
     assert requests["paired"].all()
+    if Path("/proc/stat").is_file():  # other processes' CPU use was sampled during the live run
+        assert requests["other_cores_live"].notna().all() and (requests["other_cores_live"] >= 0).all()
+        assert (out / "contention.png").is_file() and "## Machine contention" in (out / "report.md").read_text()
     # The simulator was given the live run's token counts and (shifted) arrival times.
     assert (requests["output_tokens_live"].clip(lower=1) == requests["output_tokens_sim"]).all()
     gaps_live = requests["arrival_s_live"] - requests["arrival_s_live"].min()
@@ -107,6 +110,7 @@ def test_validate_end_to_end_writes_the_report(tiny_trace: Path, tmp_path: Path)
     for key in ("cold_start_load_median_ape", "latency_median_ape", "placement_same_node"):
         assert resummary[key] == summary[key], key
     assert (again / "sim" / "requests.csv").read_bytes() == (out / "sim" / "requests.csv").read_bytes()
+    assert (again / "requests.csv").read_bytes() == (out / "requests.csv").read_bytes()  # CPU samples kept too
 
 
 def test_validate_rejects_hardware_without_the_traces_nodes(tiny_trace: Path, tmp_path: Path, capsys):
