@@ -49,7 +49,6 @@ import os
 import platform
 import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -299,10 +298,9 @@ def build_model_folder(out_dir: str | Path, recipe: ModelRecipe, overwrite: bool
     The same recipe gives byte-identical weights. Written next to its place and renamed into it, so
     an interrupted build leaves nothing half-written.
     """
-    from transformers import AutoModelForCausalLM, GenerationConfig, OPTConfig
-    from transformers.utils import logging as hf_logging
+    from transformers import OPTConfig
 
-    from live.tiny_model import train_tokenizer
+    from live.tiny_model import random_weight_model, save_model_folder, train_tokenizer
 
     out = Path(out_dir)
     if (out / "config.json").is_file() and not overwrite:
@@ -316,31 +314,7 @@ def build_model_folder(out_dir: str | Path, recipe: ModelRecipe, overwrite: bool
                        num_attention_heads=recipe.hidden_size // 64, max_position_embeddings=recipe.max_positions,
                        word_embed_proj_dim=recipe.hidden_size, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    weight_seed = int(np.random.SeedSequence(recipe.seed).spawn(2)[1].generate_state(1)[0])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(weight_seed)
-        model = AutoModelForCausalLM.from_config(config)
-    model = model.to(getattr(torch, recipe.dtype)).eval()
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    return out
+    return save_model_folder(random_weight_model(config, recipe.seed, recipe.dtype), tokenizer, out)
 
 
 # --------------------------------------------------------------------------- storage and copies

@@ -126,13 +126,18 @@ def make_tiny_model(out_dir: str | Path, arch: str = "opt", seed: int = 0, dtype
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise ConfigError(str(out), "", "output folder exists and is not empty (pass --force to replace it)")
 
-    import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
-    from transformers.utils import logging as hf_logging
-
     tokenizer = train_tokenizer(seed, vocab_size)
     config = tiny_config(arch, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
                          tokenizer.pad_token_id)
+    model = random_weight_model(config, seed, dtype, max_new_tokens=32)
+    return save_model_folder(model, tokenizer, out)
+
+
+def random_weight_model(config, seed: int, dtype: str, **generation_kwargs):
+    """A transformers causal LM built from ``config`` with weights drawn from ``seed`` (eval mode)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
     weight_seed = int(np.random.SeedSequence(seed).spawn(2)[1].generate_state(1)[0])
     # fork_rng keeps the caller's global torch RNG untouched while init draws from a seeded one.
     with torch.random.fork_rng(devices=[]):
@@ -141,8 +146,14 @@ def make_tiny_model(out_dir: str | Path, arch: str = "opt", seed: int = 0, dtype
     model = model.to(getattr(torch, dtype)).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
-        max_new_tokens=32,
+        **generation_kwargs,
     )
+    return model
+
+
+def save_model_folder(model, tokenizer, out: Path) -> Path:
+    """Save a model folder atomically: an interrupted save leaves nothing half-written at ``out``."""
+    from transformers.utils import logging as hf_logging
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
