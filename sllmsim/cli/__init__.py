@@ -49,12 +49,23 @@ def cli() -> None:
     """Simulate and serve serverless LLM clusters with storage-aware scheduling."""
 
 
+#: Packages of the ``live`` extra: a command that needs one says how to install it.
+_LIVE_EXTRA_MODULES = frozenset({"torch", "transformers", "safetensors", "tokenizers", "fastapi", "uvicorn",
+                                 "pydantic", "httpx", "prometheus_client", "starlette"})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and reports input errors as one line, never a traceback."""
     try:
         cli.main(args=argv, prog_name="sllmsim", standalone_mode=False)
     except SllmsimError as exc:
         click.echo(f"error: {exc}", err=True)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _LIVE_EXTRA_MODULES:
+            raise
+        click.echo(f"error: this command needs live mode's packages ({exc.name} is missing): "
+                   "pip install -c constraints.txt -e \".[live]\"", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
