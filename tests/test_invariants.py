@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 from repo_paths import TRACES
+from run_checks import assert_identical_csvs
 
 from sllmsim.config.trace import load_trace
 from sllmsim.invariants import check_invariants
-from sllmsim.records import write_phases_csv, write_requests_csv, write_timeseries_csv
 from sllmsim.sim import simulate
 
 TRACE_FILES = sorted(TRACES.glob("*.yaml"))
@@ -68,11 +68,4 @@ def test_same_seed_gives_byte_identical_csvs(tmp_path, traced_run):
     trace, first = traced_run
     # A fresh TraceConfig (dataclasses.replace drops the cached request stream) is drawn again.
     second = simulate(dataclasses.replace(trace))
-    for label, result in (("a", first), ("b", second)):
-        folder = tmp_path / label
-        folder.mkdir()
-        write_requests_csv(folder / "requests.csv", result.requests)
-        write_phases_csv(folder / "instances.csv", result.phases)
-        write_timeseries_csv(folder / "timeseries.csv", result.timeseries)
-    for name in ("requests.csv", "instances.csv", "timeseries.csv"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert_identical_csvs(tmp_path, first, second)

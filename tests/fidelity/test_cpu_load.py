@@ -7,21 +7,13 @@ import sys
 
 import pytest
 
+from cpu_samples import cpu_samples
+
 from sllmsim.fidelity.cpu_load import CpuSampler, machine_busy_s, other_cores
 
 
-def _samples(other_cores_per_s: list[float], own_cores: float = 1.0, step_s: float = 0.5):
-    """Samples every ``step_s`` where other processes keep the given cores busy in each interval."""
-    out, busy, own = [(0.0, 100.0, 10.0)], 100.0, 10.0
-    for i, other in enumerate(other_cores_per_s):
-        busy += (other + own_cores) * step_s
-        own += own_cores * step_s
-        out.append(((i + 1) * step_s, busy, own))
-    return out
-
-
 def test_other_cores_is_machine_minus_own_over_the_covering_samples():
-    samples = _samples([0.0, 0.0, 1.0, 1.0])  # quiet for 1 s, then a whole other core busy
+    samples = cpu_samples([0.0, 0.0, 1.0, 1.0])  # quiet for 1 s, then a whole other core busy
     assert other_cores(samples, 0.0, 1.0) == pytest.approx(0.0)
     assert other_cores(samples, 1.0, 2.0) == pytest.approx(1.0)
     assert other_cores(samples, 0.0, 2.0) == pytest.approx(0.5)

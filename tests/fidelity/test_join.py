@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cpu_samples import cpu_samples
+
 from sllmsim.fidelity.accuracy import ape, error_table, signed_error
 from sllmsim.fidelity.join import join_loads, join_requests, loads_table
 from sllmsim.fidelity.report import compare_runs
@@ -174,20 +176,10 @@ def test_realized_requests_take_live_times_and_tokens():
     assert out["output_tokens"].tolist() == [8, 1, 8, 32]  # at least one token; a failed one keeps the plan
 
 
-def _cpu_samples(other_cores_per_s: list[float], own_cores: float = 1.0, step_s: float = 0.5):
-    """CPU samples every ``step_s`` where other processes keep the given cores busy in each interval."""
-    out, busy, own = [(0.0, 100.0, 10.0)], 100.0, 10.0
-    for i, other in enumerate(other_cores_per_s):
-        busy += (other + own_cores) * step_s
-        own += own_cores * step_s
-        out.append(((i + 1) * step_s, busy, own))
-    return out
-
-
 def test_report_splits_requests_and_loads_by_contention():
     live, sim = _run("live"), _run("sim", scale_latency=1.1, scale_load=0.8, ids="{m}#{k}x")
     # Other processes: quiet for the first 10 s, a whole core busy from 10 s to 30 s.
-    samples = _cpu_samples([0.0] * 20 + [1.0] * 40)
+    samples = cpu_samples([0.0] * 20 + [1.0] * 40)
     requests, loads, errors, _ = compare_runs(live, sim, samples)
     by_arrival = requests.set_index("arrival_s_live")["other_cores_live"]
     assert by_arrival.loc[0.0] == pytest.approx(0.0) and by_arrival.loc[20.0] == pytest.approx(1.0)

@@ -12,11 +12,11 @@ from sllmsim.config.hardware import GPU_TYPES
 from sllmsim.config.trace import load_trace
 from sllmsim.errors import ConfigError
 from sllmsim.invariants import assert_invariants
-from sllmsim.records import write_phases_csv, write_requests_csv, write_timeseries_csv
 from sllmsim.sim import simulate
 from sllmsim.sim.roofline import Roofline
 
 from repo_paths import REPO
+from run_checks import assert_identical_csvs
 
 F = Roofline.build(2 * GiB, 2, None, GPU_TYPES["A100-80GB"], 1).floor_s  # one memory-bound pass of a 4 GiB model
 LOAD = 0.0625  # 4 GiB from host memory at 64 GiB/s
@@ -109,14 +109,7 @@ def test_reclaim_idle_keeps_shipped_traces_sound_and_deterministic(tmp_path):
     runs = [simulate(trace), simulate(dataclasses.replace(trace))]
     assert_invariants(trace, runs[0])
     assert any("Reclaiming idle instances" in line for line in runs[0].scheduler_log)
-    for label, result in zip("ab", runs):
-        folder = tmp_path / label
-        folder.mkdir()
-        write_requests_csv(folder / "requests.csv", result.requests)
-        write_phases_csv(folder / "instances.csv", result.phases)
-        write_timeseries_csv(folder / "timeseries.csv", result.timeseries)
-    for name in ("requests.csv", "instances.csv", "timeseries.csv"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert_identical_csvs(tmp_path, *runs)
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])
