@@ -894,13 +894,7 @@ class Controller:
         dep = src.deployment
         if src.phase != "releasing":
             self._set_phase(src, "releasing")
-        try:
-            await self.workers[src.node_id].release(src.instance_id)
-        except Exception:
-            logger.exception("releasing %s failed", src.instance_id)
-        now = self.recorder.now_s()
-        self.recorder.phase(src.instance_id, dep.name, src.node_id, Phase.RELEASED.value, now, now, tier=src.tier)
-        dep.instances.pop(src.instance_id, None)
+        await self._unload(src)
         freed = src.num_gpus
         if (target.slots_held is not None and target.node_id == src.node_id and not self._closing
                 and target.deployment.instances.get(target.instance_id) is target):
@@ -955,7 +949,9 @@ class Controller:
         self._set_phase(inst, "releasing")
         inst.task = self._loop.create_task(self._do_release(inst))
 
-    async def _do_release(self, inst: Instance) -> None:
+    async def _unload(self, inst: Instance) -> None:
+        """Unload ``inst`` on its worker, record its ``released`` phase and forget it; its slots are
+        the caller's to hand on."""
         dep = inst.deployment
         try:
             await self.workers[inst.node_id].release(inst.instance_id)
@@ -964,6 +960,10 @@ class Controller:
         now = self.recorder.now_s()
         self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now, tier=inst.tier)
         dep.instances.pop(inst.instance_id, None)
+
+    async def _do_release(self, inst: Instance) -> None:
+        dep = inst.deployment
+        await self._unload(inst)
         self._slots_used[inst.node_id] -= inst.num_gpus
         self._sample(dep, inst.node_id)
         self._rescale_all()  # a freed slot may let another model start
