@@ -498,6 +498,21 @@ def _parse_report(value: Any, spec: ExperimentSpec, source: str) -> ReportOption
             return value[name]
         return next((k for k in defaults if k in keys), None)
 
+    def varied_values_section(name: str, shape: str, allowed: tuple[str, ...],
+                              value_fields: tuple[str, ...]) -> Mapping:
+        """A report section naming a varied ``key`` and, in ``value_fields``, values that key takes."""
+        c = value[name]
+        if not isinstance(c, Mapping):
+            raise ConfigError(source, f"report.{name}", f"expected {shape}")
+        check_keys(c, allowed, source, f"report.{name}.")
+        if c.get("key") not in keys:
+            raise ConfigError(source, f"report.{name}.key", f"expected a varied key ({', '.join(keys)})")
+        values = dict(spec.grid).get(c["key"]) or tuple(n for n, _ in spec.cases)
+        for part in value_fields:
+            if c.get(part) not in values:
+                raise ConfigError(source, f"report.{name}.{part}", f"expected one of {list(values)}")
+        return c
+
     policy_key = pick("policy_key", ("scheduler", "case"))
     rate_key = pick("rate_key", ("rate_scale", "requests.target_rps", "requests.time_scale"))
     keep_alive_key = pick("keep_alive_key", ("keep_alive_s",))
@@ -517,29 +532,13 @@ def _parse_report(value: Any, spec: ExperimentSpec, source: str) -> ReportOption
             raise ConfigError(source, f"report.reference.{key}", f"{ref!r} is not one of the grid's values")
     compare = None
     if "compare" in value:
-        c = value["compare"]
-        if not isinstance(c, Mapping):
-            raise ConfigError(source, "report.compare", "expected {key, reference, metrics}")
-        check_keys(c, _COMPARE_KEYS, source, "report.compare.")
-        if c.get("key") not in keys:
-            raise ConfigError(source, "report.compare.key", f"expected a varied key ({', '.join(keys)})")
-        values = dict(spec.grid).get(c["key"]) or tuple(n for n, _ in spec.cases)
-        if c.get("reference") not in values:
-            raise ConfigError(source, "report.compare.reference", f"expected one of {list(values)}")
+        c = varied_values_section("compare", "{key, reference, metrics}", _COMPARE_KEYS, ("reference",))
         metrics = tuple(c.get("metrics", CompareOptions.metrics))
         compare = CompareOptions(key=c["key"], reference=c["reference"], metrics=metrics)
     migration_cost = None
     if "migration_cost" in value:
-        c = value["migration_cost"]
-        if not isinstance(c, Mapping):
-            raise ConfigError(source, "report.migration_cost", "expected {key, migrated, baseline}")
-        check_keys(c, _MIGRATION_COST_KEYS, source, "report.migration_cost.")
-        if c.get("key") not in keys:
-            raise ConfigError(source, "report.migration_cost.key", f"expected a varied key ({', '.join(keys)})")
-        values = dict(spec.grid).get(c["key"]) or tuple(n for n, _ in spec.cases)
-        for part in ("migrated", "baseline"):
-            if c.get(part) not in values:
-                raise ConfigError(source, f"report.migration_cost.{part}", f"expected one of {list(values)}")
+        c = varied_values_section("migration_cost", "{key, migrated, baseline}", _MIGRATION_COST_KEYS,
+                                  ("migrated", "baseline"))
         migration_cost = MigrationCostOptions(key=c["key"], migrated=c["migrated"], baseline=c["baseline"])
     notes = value.get("notes", "")
     if not isinstance(notes, str):
