@@ -55,15 +55,33 @@ class ModelSize:
     size_bytes: int
     num_params: int
     arch: ModelArch | None
+    num_layers: int | None = None
+    """The model's depth (see :func:`model_depth`); ``None`` when unknown."""
+
+
+def _arch(cfg: DeployConfig) -> ModelArch | None:
+    return lookup(cfg.backend_config.pretrained_model_name_or_path) or lookup(cfg.model)
+
+
+def model_depth(cfg: DeployConfig) -> int | None:
+    """Transformer layers of a deployment: its deploy config's ``num_layers``, else the catalog's,
+    else ``None`` (unknown). Never raises, so live mode can ask about any model."""
+    return _depth(cfg, _arch(cfg))
+
+
+def _depth(cfg: DeployConfig, arch: ModelArch | None) -> int | None:
+    if cfg.num_layers is not None:
+        return cfg.num_layers
+    return None if arch is None else arch.num_layers
 
 
 def model_size(cfg: DeployConfig) -> ModelSize:
     """Checkpoint size of a deployment: catalog parameter count × dtype bytes, or its explicit size."""
     dtype_bytes = cfg.backend_config.dtype_bytes
+    arch = _arch(cfg)
+    depth = _depth(cfg, arch)
     if cfg.checkpoint_size_bytes is not None:
-        arch = lookup(cfg.backend_config.pretrained_model_name_or_path) or lookup(cfg.model)
-        return ModelSize(cfg.checkpoint_size_bytes, cfg.checkpoint_size_bytes // dtype_bytes, arch)
-    arch = lookup(cfg.backend_config.pretrained_model_name_or_path) or lookup(cfg.model)
+        return ModelSize(cfg.checkpoint_size_bytes, cfg.checkpoint_size_bytes // dtype_bytes, arch, depth)
     if arch is None:
         raise ConfigError(
             cfg.source, "backend_config.pretrained_model_name_or_path",
@@ -71,4 +89,4 @@ def model_size(cfg: DeployConfig) -> ModelSize:
             "with a top-level \"checkpoint_size\" (e.g. \"13GB\") or use a catalogued model "
             "(`sllmsim catalog list`)",
         )
-    return ModelSize(arch.num_params * dtype_bytes, arch.num_params, arch)
+    return ModelSize(arch.num_params * dtype_bytes, arch.num_params, arch, depth)

@@ -79,11 +79,14 @@ class DeployConfig:
     placement_config: PlacementConfig = field(default_factory=PlacementConfig)
     checkpoint_size_bytes: int | None = None
     """Explicit checkpoint size for a model the catalog does not know (``checkpoint_size`` key)."""
+    num_layers: int | None = None
+    """Explicit depth (transformer layers) of a model the catalog does not know (``num_layers`` key;
+    simulator only): it prices the nodes' per-layer fixed costs."""
     source: str = "<inline>"
 
 
 _TOP_KEYS = ("model", "backend", "num_gpus", "auto_scaling_config", "placement_config", "backend_config",
-             "checkpoint_size")
+             "checkpoint_size", "num_layers")
 _BACKEND_KNOWN = ("pretrained_model_name_or_path", "torch_dtype", "device_map", "max_batch_size")
 
 
@@ -178,6 +181,11 @@ def parse_deploy_config(raw: Any, source: str = "<inline deploy config>") -> Dep
     except UnitError as exc:
         raise ConfigError(source, "checkpoint_size", str(exc)) from None
 
+    num_layers = raw.get("num_layers")
+    if num_layers is not None and (isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1):
+        raise ConfigError(source, "num_layers", f"expected a positive integer (the model's transformer layers), "
+                                                f"got {num_layers!r}")
+
     return DeployConfig(
         model=model,
         backend=backend,
@@ -186,6 +194,7 @@ def parse_deploy_config(raw: Any, source: str = "<inline deploy config>") -> Dep
         placement_config=placement,
         backend_config=backend_config,
         checkpoint_size_bytes=size_bytes,
+        num_layers=num_layers,
         source=source,
     )
 
@@ -231,4 +240,6 @@ def deploy_config_to_dict(cfg: DeployConfig) -> dict:
         out["placement_config"]["target_nodes"] = list(cfg.placement_config.target_nodes)
     if cfg.checkpoint_size_bytes is not None:
         out["checkpoint_size"] = cfg.checkpoint_size_bytes
+    if cfg.num_layers is not None:
+        out["num_layers"] = cfg.num_layers
     return out

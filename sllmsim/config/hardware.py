@@ -8,6 +8,7 @@ optional extensions with the defaults documented on :class:`NodeSpec`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ DEFAULT_NUM_GPUS = 1
 
 _REQUIRED = ("host_size", "host_bandwidth", "disk_size", "disk_bandwidth", "network_bandwidth")
 _OPTIONAL = ("num_gpus", "gpu", "pcie_bandwidth", "load_overhead_s", "gpu_memory_bandwidth", "gpu_flops",
-             "forward_overhead_s", "request_overhead_s")
+             "forward_overhead_s", "request_overhead_s", "forward_overhead_per_layer_s", "load_overhead_per_layer_s")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,26 @@ class NodeSpec:
     launches and framework work that do not scale with the model (`sllmsim calibrate` fits it)."""
     request_overhead_s: float = 0.0
     """Fixed serving time per request before its prefill (tokenising, request handling)."""
+    forward_overhead_per_layer_s: float = 0.0
+    """Fixed time of every forward pass per layer of the model, on top of ``forward_overhead_s``:
+    framework and kernel-launch work repeated in every transformer block. Needs each deployed model's
+    depth (catalog or the deploy config's ``num_layers``)."""
+    load_overhead_per_layer_s: float = 0.0
+    """Fixed time per load per layer of the model, on top of ``load_overhead_s`` (constructing each
+    block's modules)."""
+
+    def forward_fixed_s(self, num_layers: int) -> float:
+        """Fixed seconds of one forward pass of a model with ``num_layers`` layers on this node."""
+        return self.forward_overhead_s + num_layers * self.forward_overhead_per_layer_s
+
+    def load_fixed_s(self, num_layers: int) -> float:
+        """Fixed seconds of one load of a model with ``num_layers`` layers on this node."""
+        return self.load_overhead_s + num_layers * self.load_overhead_per_layer_s
+
+    @property
+    def has_per_layer_costs(self) -> bool:
+        """Whether a model's depth changes its times on this node."""
+        return bool(self.forward_overhead_per_layer_s or self.load_overhead_per_layer_s)
 
     @property
     def host_to_gpu_bytes_per_s(self) -> float:
@@ -140,6 +161,10 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
                               raw.get("forward_overhead_s", 0.0))
     request_overhead = _field(source, f"{node_id}.request_overhead_s", _non_negative_float,
                               raw.get("request_overhead_s", 0.0))
+    forward_per_layer = _field(source, f"{node_id}.forward_overhead_per_layer_s", _non_negative_float,
+                               raw.get("forward_overhead_per_layer_s", 0.0))
+    load_per_layer = _field(source, f"{node_id}.load_overhead_per_layer_s", _non_negative_float,
+                            raw.get("load_overhead_per_layer_s", 0.0))
     return NodeSpec(
         node_id=node_id,
         host_size_bytes=_field(source, f"{node_id}.host_size", parse_size_bytes, raw["host_size"]),
@@ -157,6 +182,8 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
         load_overhead_s=overhead,
         forward_overhead_s=forward_overhead,
         request_overhead_s=request_overhead,
+        forward_overhead_per_layer_s=forward_per_layer,
+        load_overhead_per_layer_s=load_per_layer,
     )
 
 
@@ -167,7 +194,7 @@ def _positive_float(value: Any) -> float:
 
 
 def _non_negative_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
         raise UnitError(f"expected a non-negative number of seconds, got {value!r}")
     return float(value)
 

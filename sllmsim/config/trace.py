@@ -301,7 +301,8 @@ def parse_trace(raw: Any, base_dir: Path | str = ".", source: str = "<inline tra
 
 def check_trace(trace: TraceConfig) -> None:
     """Cross-field checks, also run by the engine on traces built with :func:`dataclasses.replace`:
-    policy names resolve, storage fits every node's disk and host memory, request models exist."""
+    policy names resolve, storage fits every node's disk and host memory, request models exist,
+    models that may meet per-layer fixed costs have a known depth."""
     from sllmsim.registry import resolve
 
     for kind, name in (("placement", trace.scheduler.placement), ("autoscale", trace.scheduler.autoscale)):
@@ -319,6 +320,7 @@ def check_trace(trace: TraceConfig) -> None:
                     raise ConfigError(cfg.source, f"placement_config.{key}",
                                       f"node {node!r} is not in the hardware config {trace.cluster.source} "
                                       f"(nodes: {', '.join(trace.cluster.node_ids)})")
+    _check_depths(trace)
     sizes = {cfg.model: catalog.model_size(cfg).size_bytes for cfg in trace.models}
     disk_used = {n: 0 for n in node_ids}
     host_used = {n: 0 for n in node_ids}
@@ -342,6 +344,23 @@ def check_trace(trace: TraceConfig) -> None:
         raise ConfigError(trace.source, "scheduler.enable_migration",
                           f"placement policy {trace.scheduler.placement!r} cannot migrate running inferences; "
                           "use storage_aware or set enable_migration to false")
+
+
+def _check_depths(trace: TraceConfig) -> None:
+    """A model that may run on a node with per-layer fixed costs needs a known depth."""
+    costly = [n for n in trace.cluster.nodes if n.has_per_layer_costs]
+    if not costly:
+        return
+    for cfg in trace.models:
+        targets = cfg.placement_config.target_nodes
+        node = next((n for n in costly if targets is None or n.node_id in targets), None)
+        if node is not None and catalog.model_depth(cfg) is None:
+            raise ConfigError(
+                cfg.source, "num_layers",
+                f"node {node.node_id!r} of {trace.cluster.source} has per-layer fixed costs "
+                "(forward_overhead_per_layer_s / load_overhead_per_layer_s), but the depth of model "
+                f"{cfg.model!r} is unknown (it is not in the catalog); add \"num_layers\": N (its number of "
+                "transformer layers) to its deploy config")
 
 
 def _parse_hardware(value: Any, base_dir: Path, source: str) -> ClusterSpec:
@@ -547,6 +566,8 @@ def node_to_dict(node: NodeSpec) -> dict:
         "load_overhead_s": node.load_overhead_s,
         "forward_overhead_s": node.forward_overhead_s,
         "request_overhead_s": node.request_overhead_s,
+        "forward_overhead_per_layer_s": node.forward_overhead_per_layer_s,
+        "load_overhead_per_layer_s": node.load_overhead_per_layer_s,
     }
     return out
 
