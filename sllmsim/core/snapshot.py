@@ -41,6 +41,8 @@ class ModelView:
     """Seconds per token to re-compute the KV cache when a running inference of this model resumes elsewhere."""
     resume_beta_s: float = DEFAULT_RESUME_BETA_S
     """Fixed seconds of a resume (hand-over, first re-computation step)."""
+    num_layers: int = 0
+    """Transformer layers, which scale a node's per-layer load cost (0: unknown, no per-layer cost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,9 @@ class NodeView:
     network_bandwidth_bytes_per_s: float
     host_to_gpu_bytes_per_s: float
     load_overhead_s: float = 0.0
+    """Fixed seconds of every load on this node (model construction, warm-up)."""
+    load_overhead_per_layer_s: float = 0.0
+    """Further fixed seconds of a load per layer of the model loaded (:attr:`ModelView.num_layers`)."""
     running: tuple[RunningInstanceView, ...] = ()
     """Instances on this node that may be migrated or preempted (empty: none may)."""
     idle: tuple[IdleInstanceView, ...] = ()
