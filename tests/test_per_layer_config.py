@@ -67,7 +67,8 @@ def test_bad_num_layers_names_the_field(bad):
 
 
 def test_depth_comes_from_the_deploy_config_else_the_catalog_else_unknown():
-    opt = parse_deploy_config({"model": "opt-1.3b", "backend_config": {"pretrained_model_name_or_path": "facebook/opt-1.3b"}})
+    opt = parse_deploy_config({"model": "opt-1.3b",
+                               "backend_config": {"pretrained_model_name_or_path": "facebook/opt-1.3b"}})
     assert catalog.model_depth(opt) == catalog.lookup("facebook/opt-1.3b").num_layers == 24
     assert catalog.model_size(opt).num_layers == 24
     overridden = parse_deploy_config({"model": "opt-1.3b", "num_layers": 4})

@@ -15,12 +15,15 @@ One :class:`Simulation` replays a :class:`~sllmsim.config.trace.TraceConfig`:
    has enough free GPUs it stays queued, and queued instances are retried whenever GPUs free up.
 4. **Loading.** The checkpoint is read from the fastest tier holding it, through the node's links
    (:mod:`sllmsim.sim.links`): pipelined through every tier at once, or one tier after another.
-   Disk and host-memory copies are kept in LRU stores (:mod:`sllmsim.sim.storage`).
+   Disk and host-memory copies are kept in LRU stores (:mod:`sllmsim.sim.storage`). The node's
+   fixed cost per load (``load_overhead_s`` plus ``load_overhead_per_layer_s`` per model layer)
+   follows the transfer.
 5. **Serving.** A loaded instance prefills the prompts it has admitted as one batch (decode pauses
    meanwhile), then decodes its batch; times come from the roofline (:mod:`sllmsim.sim.roofline`,
-   with the node's ``forward_overhead_s`` on every pass) and are computed once per batch change. A
-   node's ``request_overhead_s`` holds each admitted request back from the next prefill for that
-   long. Only here is a request's true output length used.
+   with the node's ``forward_overhead_s`` plus ``forward_overhead_per_layer_s`` per model layer on
+   every pass) and are computed once per batch change. A node's ``request_overhead_s`` holds each
+   admitted request back from the next prefill for that long. Only here is a request's true output
+   length used.
 6. **Making room** (only with ``scheduler.enable_migration`` or the ``shepherd`` policy). The
    snapshot then lists each node's running instances, and a placement may first move some of them
    to other nodes (token-based live migration: the destination loads the model, re-computes the
@@ -118,8 +121,8 @@ class _Wake(Event):
 class ModelState:
     """One deployment's runtime state."""
 
-    __slots__ = ("name", "cfg", "size_bytes", "num_params", "arch", "dtype_bytes", "num_gpus", "max_batch",
-                 "asc", "view", "allowed", "instances", "ready", "by_id", "idle", "queue", "in_flight",
+    __slots__ = ("name", "cfg", "size_bytes", "num_params", "arch", "num_layers", "dtype_bytes", "num_gpus",
+                 "max_batch", "asc", "view", "allowed", "instances", "ready", "by_id", "idle", "queue", "in_flight",
                  "counter", "unplaced", "fail_reason", "rooflines", "version", "check_at", "moving",
                  "preempted_requests", "preempted_tokens")
 
@@ -130,11 +133,14 @@ class ModelState:
         self.size_bytes = size.size_bytes
         self.num_params = size.num_params
         self.arch = size.arch
+        # Unknown depth is only allowed where no node has per-layer costs (check_trace), so 0 is exact.
+        self.num_layers = size.num_layers or 0
         self.dtype_bytes = cfg.backend_config.dtype_bytes
         self.num_gpus = cfg.num_gpus
         self.max_batch = cfg.backend_config.max_batch_size
         self.asc = cfg.auto_scaling_config
-        self.view = ModelView(cfg.model, size.size_bytes, cfg.num_gpus, cfg.placement_config.target_nodes)
+        self.view = ModelView(cfg.model, size.size_bytes, cfg.num_gpus, cfg.placement_config.target_nodes,
+                              num_layers=self.num_layers)
         self.allowed = allowed_nodes
         self.instances: list[Instance] = []
         """Instances not released (queued, loading, ready or idle), oldest first."""
@@ -157,14 +163,15 @@ class ModelState:
         self.preempted_tokens = 0
 
     def roofline(self, node: NodeState) -> Roofline:
+        """This model's execution-time model on ``node``."""
         spec = node.spec
+        fixed_s = spec.forward_fixed_s(self.num_layers)
         # Keyed by the whole GPU type (a node may override a named type's bandwidth or FLOP/s) and
-        # by the node's fixed cost per forward pass.
-        key = (spec.gpu, spec.forward_overhead_s)
+        # by this model's fixed cost per forward pass there.
+        key = (spec.gpu, fixed_s)
         roof = self.rooflines.get(key)
         if roof is None:
-            roof = Roofline.build(self.num_params, self.dtype_bytes, self.arch, spec.gpu, self.num_gpus,
-                                  spec.forward_overhead_s)
+            roof = Roofline.build(self.num_params, self.dtype_bytes, self.arch, spec.gpu, self.num_gpus, fixed_s)
             self.rooflines[key] = roof
         return roof
 
@@ -214,6 +221,7 @@ class NodeState:
             network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
             host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
             load_overhead_s=spec.load_overhead_s,
+            load_overhead_per_layer_s=spec.load_overhead_per_layer_s,
         )
         self.dirty = self.loading > 0
         return self.view
@@ -825,8 +833,9 @@ class Simulation:
             node.host.unpin(model)
         elif tier is Tier.DISK:
             node.disk.unpin(model)
-        if node.spec.load_overhead_s:
-            yield env.timeout(node.spec.load_overhead_s)
+        fixed_s = node.spec.load_fixed_s(inst.model.num_layers)
+        if fixed_s:
+            yield env.timeout(fixed_s)
         node.loading -= 1
         node.dirty = True
         if inst.migration is not None:

@@ -55,4 +55,5 @@ def test_the_placement_log_line_carries_the_per_layer_cost(caplog):
         place(make_placement_policy("storage_aware"), model, cluster)
     expected = 0.0 + (0.0 + 32 * 0.0042) + OPT_27B_BYTES / (5 * GiB)
     assert expected == pytest.approx(SPEC_DISK_ESTIMATE_S + 0.1344, rel=1e-12)
-    assert caplog.messages == [f"Sorted scheduling options: [('0', {expected!r})]", "Allocated node 0 for model opt-2.7b"]
+    assert caplog.messages == [f"Sorted scheduling options: [('0', {expected!r})]",
+                               "Allocated node 0 for model opt-2.7b"]
