@@ -53,6 +53,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sllmsim.catalog import model_depth
 from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy
@@ -668,6 +669,7 @@ class Controller:
                 network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
                 host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
                 load_overhead_s=spec.load_overhead_s,
+                load_overhead_per_layer_s=spec.load_overhead_per_layer_s,
                 running=tuple(running.get(spec.node_id, ())),
                 idle=tuple(idle.get(spec.node_id, ())),
             ))
@@ -675,8 +677,9 @@ class Controller:
 
     def _model_view(self, dep: Deployment) -> ModelView:
         cfg = dep.config
+        # Depth from the deploy config or the catalog; an unknown one prices no per-layer load cost.
         return ModelView(name=dep.name, size_bytes=dep.size_bytes, num_gpus=cfg.num_gpus,
-                         target_nodes=cfg.placement_config.target_nodes)
+                         target_nodes=cfg.placement_config.target_nodes, num_layers=model_depth(cfg) or 0)
 
     def _worth_placing(self, model: ModelView, cluster: ClusterView) -> bool:
         """Whether some node can host ``model``, now or after making room: checked before
