@@ -19,16 +19,20 @@ the spread is reported next to the median:
   configured value is written unless the machine cannot copy that fast, in which case the achieved
   rate is written instead (and said so).
 * **per-load overhead** — per model: building it around its tensors (on the meta device, then
-  ``load_state_dict(assign=True)``) and loading its tokenizer → ``load_overhead_s`` (median over the
-  models); and the first-request warm-up (the first prefill of a freshly built model minus a later
-  one), reported separately because the simulator has no place for it yet.
+  ``load_state_dict(assign=True)``) and loading its tokenizer, fitted over the models with
+  ``load_overhead_s + layers · load_overhead_per_layer_s`` (:func:`fit_construction`); and the
+  first-request warm-up (the first prefill of a freshly built model minus a later one), reported
+  separately because the simulator has no place for it yet.
 * **execution speed** — per model: prefill of a prompt of ``prompt_tokens`` tokens and the decode
   steps after it (the mean gap between tokens), timed inside :func:`live.generation.generate` exactly
   as live mode serves a request. The simulator prices a forward pass at ``forward_overhead_s +
-  max(2·P·T / FLOPs, W / B)`` (:mod:`sllmsim.sim.roofline` plus the node's fixed per-pass cost), so
-  the decode steps of the models of different sizes are fitted with ``forward_overhead_s + W / B``
-  (:func:`fit_forward_passes`: the fixed cost is the framework's work per pass — Python, module calls —
-  which dominates small models), and ``gpu_flops`` prices each prefill on top of the same fixed cost.
+  L · forward_overhead_per_layer_s + max(2·P·T / FLOPs, W / B)`` (:mod:`sllmsim.sim.roofline` plus the
+  node's fixed per-pass costs), so the decode steps of models of different widths and depths are fitted
+  with ``forward_overhead_s + L · forward_overhead_per_layer_s + W / B`` (:func:`fit_forward_passes`:
+  the fixed cost is the framework's work per pass — Python, one dispatch per operator and a dozen
+  operators per layer — which dominates small models), and ``gpu_flops`` prices each prefill on top of
+  the same fixed cost. The probe models vary width and depth independently so that the two fixed terms
+  and the bandwidth can be told apart.
 * **per-request serving cost** — the smallest model served by live mode's own server
   (:func:`live.server.create_app`, over HTTP, in this process): warm requests' time to first token
   as the server records it, minus the prefill the fit prices → ``request_overhead_s`` (median).
@@ -64,6 +68,10 @@ from live.store import copy_checkpoint
 from sllmsim.config.hardware import GPU_TYPES
 from sllmsim.errors import ConfigError
 from sllmsim.fidelity.pagecache import drop_file, drop_tree
+from sllmsim.fidelity.pass_fit import FULL_FIT, LoadFit, PassFit, fit_construction, fit_forward_passes
+
+__all__ = ["Calibration", "LoadFit", "Measurement", "ModelProfile", "PassFit", "calibrate", "fit_construction",
+           "fit_forward_passes"]
 
 _MiB = 1024**2
 _GiB = 1024**3
@@ -120,6 +128,8 @@ class ModelProfile:
     """Bytes of the model's parameters and buffers on the device."""
     dtype_bytes: int
     prompt_tokens: int
+    num_layers: int
+    """Transformer layers (the config's ``num_hidden_layers``): the per-pass fixed cost follows them."""
     to_device_s: Measurement
     construct_s: Measurement
     """Building the model around its tensors plus loading the tokenizer."""
@@ -145,7 +155,7 @@ class ModelProfile:
 
     def to_json(self) -> dict:
         return {"name": self.name, "path": self.path, "weights_bytes": self.weights_bytes,
-                "dtype_bytes": self.dtype_bytes, "prompt_tokens": self.prompt_tokens,
+                "dtype_bytes": self.dtype_bytes, "prompt_tokens": self.prompt_tokens, "num_layers": self.num_layers,
                 "effective_flops_per_s": self.flops_per_s, "effective_memory_bytes_per_s": self.memory_bytes_per_s,
                 "to_device_s": self.to_device_s.to_json(), "construct_s": self.construct_s.to_json(),
                 "warmup_s": self.warmup_s.to_json(), "prefill_s": self.prefill_s.to_json(),
@@ -202,9 +212,14 @@ class Calibration:
         return max(0.0, self.serving.request_overhead_s.median)
 
     @property
+    def load_fit(self) -> LoadFit:
+        """The fixed load cost fitted to the models' constructions (see :func:`fit_construction`)."""
+        return fit_construction(self.models)
+
+    @property
     def load_overhead_s(self) -> float:
-        """Median over the models of their median construction time."""
-        return float(np.median([m.construct_s.median for m in self.models]))
+        """Fixed seconds of every load: the intercept of the construction fit."""
+        return self.load_fit.load_overhead_s
 
     @property
     def warmup_s(self) -> float:
@@ -224,12 +239,15 @@ class Calibration:
             "network_bandwidth": rate_text(self.network_bandwidth_bytes_per_s),
             "num_gpus": 1,
             "gpu": self.gpu_type(),
-            "load_overhead_s": round(self.load_overhead_s, 4),
         }
         if self.models:
-            node["gpu_memory_bandwidth"] = rate_text(self.gpu_memory_bytes_per_s)
-            node["gpu_flops"] = float(f"{self.gpu_flops:.4g}")
-            node["forward_overhead_s"] = round(self.forward_overhead_s, 5)
+            load, fit = self.load_fit, self.fit
+            node["load_overhead_s"] = round(load.load_overhead_s, 5)
+            node["load_overhead_per_layer_s"] = round(load.load_overhead_per_layer_s, 6)
+            node["gpu_memory_bandwidth"] = rate_text(fit.memory_bytes_per_s)
+            node["gpu_flops"] = float(f"{fit.flops_per_s:.4g}")
+            node["forward_overhead_s"] = round(fit.forward_overhead_s, 6)
+            node["forward_overhead_per_layer_s"] = round(fit.forward_overhead_per_layer_s, 7)
         if self.request_overhead_s is not None:
             node["request_overhead_s"] = round(self.request_overhead_s, 5)
         return {str(n): dict(node) for n in node_ids}
@@ -287,9 +305,12 @@ class ModelRecipe:
         return f"opt-{self.hidden_size}x{self.num_layers}-s{self.seed}"
 
 
-#: Probe models of ``sllmsim calibrate`` when no ``--models`` are given: about 14 MB, 80 MB and 230 MB
-#: of float32 weights, spanning the tiny-to-small models a 2-core CPU serves in seconds.
-PROBE_MODELS = (ModelRecipe(256, 4), ModelRecipe(512, 6), ModelRecipe(768, 8))
+#: Probe models of ``sllmsim calibrate`` when no ``--models`` are given: 3 to 230 MB of float32 weights,
+#: the tiny-to-small models a 2-core CPU serves in seconds. Width and depth vary independently (two
+#: 2-layer models of different widths, two 128-wide ones of different depths) so that the fits can
+#: tell the per-layer fixed cost from the fixed cost and the bandwidth.
+PROBE_MODELS = (ModelRecipe(128, 2), ModelRecipe(128, 12), ModelRecipe(384, 6), ModelRecipe(640, 2),
+                ModelRecipe(768, 8))
 
 
 def build_model_folder(out_dir: str | Path, recipe: ModelRecipe, overwrite: bool = False) -> Path:
@@ -466,7 +487,7 @@ class _ModelSampler:
         self.dtype = dtype
         self.ckpt = read_checkpoint(self.folder, lambda n: allocate_host_buffer(n, pin=device.type == "cuda"))
         self.samples: dict[str, list[float]] = {k: [] for k in ("to_dev", "construct", "warmup", "prefill", "steps")}
-        self.weights_bytes, self.dtype_bytes, self.n_prompt = 0, 4, prompt_tokens
+        self.weights_bytes, self.dtype_bytes, self.n_prompt, self.num_layers = 0, 4, prompt_tokens, 0
 
     def measure_once(self, rep: int) -> None:
         """Load the model as live mode does, then serve two requests on it; one sample of each quantity."""
@@ -483,6 +504,8 @@ class _ModelSampler:
         del tensors
         self.weights_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
         self.dtype_bytes = next(p.element_size() for p in model.parameters() if p.is_floating_point())
+        # transformers maps each architecture's own name for it (n_layer, num_layers) onto this one.
+        self.num_layers = int(model.config.num_hidden_layers)
         prompt = prompt_of_length(tokenizer, self.prompt_tokens)
         # Two requests on the fresh model: the first carries the warm-up, the second is steady.
         self.n_prompt, first, _ = _timed_generation(model, tokenizer, prompt, self.decode_tokens, seed=2 * rep)
@@ -504,7 +527,7 @@ class _ModelSampler:
             raise RuntimeError(f"{self.folder}: every request ended after its first token; cannot time decode steps")
         return ModelProfile(
             name=name, path=str(self.folder), weights_bytes=self.weights_bytes, dtype_bytes=self.dtype_bytes,
-            prompt_tokens=self.n_prompt,
+            prompt_tokens=self.n_prompt, num_layers=self.num_layers,
             to_device_s=_sample("to_device_s", f"{name}: to device", "s", s["to_dev"]),
             construct_s=_sample("construct_s", f"{name}: build model + tokenizer", "s", s["construct"]),
             warmup_s=_sample("warmup_s", f"{name}: first-request warm-up", "s", s["warmup"]),
@@ -534,77 +557,6 @@ def profile_model(folder: Path, device: str, repeats: int, prompt_tokens: int = 
                   dtype: torch.dtype | None = None) -> ModelProfile:
     """:func:`profile_models` of one model."""
     return profile_models([folder], device, repeats, prompt_tokens, decode_tokens, dtype)[0]
-
-
-@dataclass(frozen=True)
-class PassFit:
-    """The execution constants fitted to the models' forward passes (the roofline's inputs).
-
-    A forward pass is priced ``forward_overhead_s + max(2·P·T / flops, W / bandwidth)``
-    (:mod:`sllmsim.sim.roofline` plus the node's ``forward_overhead_s``): a decode step is
-    memory-bound (``W / bandwidth``), a prefill of ``T`` tokens compute-bound.
-    """
-
-    forward_overhead_s: float
-    """Fixed seconds of every forward pass: the intercept of the decode-step fit."""
-    memory_bytes_per_s: float
-    """Memory bandwidth: one over the slope of the decode-step fit."""
-    flops_per_s: float
-    """Geometric mean over the models of ``2·P·T / (prefill − forward_overhead_s)``."""
-    method: str
-    """How the decode steps were fitted (``relative least squares`` or a fallback, with its reason)."""
-
-    def step_s(self, weights_bytes: float) -> float:
-        """A decode step of one sequence (the KV-cache read left out) as the fit prices it."""
-        return self.forward_overhead_s + weights_bytes / self.memory_bytes_per_s
-
-    def prefill_s(self, num_params: float, prompt_tokens: int, weights_bytes: float) -> float:
-        """A prefill of ``prompt_tokens`` tokens as the fit prices it."""
-        compute = 2.0 * num_params * prompt_tokens / self.flops_per_s
-        return self.forward_overhead_s + max(compute, weights_bytes / self.memory_bytes_per_s)
-
-    def to_json(self) -> dict:
-        return {"forward_overhead_s": self.forward_overhead_s, "memory_bytes_per_s": self.memory_bytes_per_s,
-                "flops_per_s": self.flops_per_s, "method": self.method}
-
-
-def fit_forward_passes(profiles: Sequence[ModelProfile]) -> PassFit:
-    """Fit ``step = forward_overhead_s + weights / bandwidth`` to the models' decode steps, then the
-    FLOP/s that prices each model's prefill on top of the same fixed cost.
-
-    The decode fit minimises the squared *relative* error over the models (a weighted least squares),
-    so that the small models, whose steps are mostly fixed cost, count as much as the large ones: the
-    validation's targets are relative errors. It falls back to no fixed cost and the geometric mean of
-    ``weights / step`` (the best single bandwidth in log error) when there are fewer than two model
-    sizes, or when the fit is unphysical — a negative fixed cost, or steps that do not grow with the
-    weights (noise larger than the differences) — and says so in ``method``.
-    """
-    if not profiles:
-        raise ValueError("no model profiles to fit")
-    w = np.array([p.weights_bytes for p in profiles], dtype=float)
-    t = np.array([p.decode_step_s.median for p in profiles])
-    overhead, bandwidth, method = 0.0, None, ""
-    if len(set(w.tolist())) < 2:
-        method = "one model size: no fixed cost can be separated; geometric mean of weights / step"
-    else:
-        slope, intercept = np.polyfit(w, t, 1, w=1.0 / t)
-        if slope <= 0:
-            method = "steps do not grow with the weights (noise); geometric mean of weights / step"
-        elif intercept < 0:
-            method = f"negative fixed cost ({intercept * 1e3:.2f} ms); geometric mean of weights / step"
-        else:
-            overhead, bandwidth, method = float(intercept), float(1.0 / slope), "relative least squares"
-    if bandwidth is None:
-        bandwidth = _geomean((w / t).tolist())
-    flops = []
-    for p in profiles:
-        compute_s = p.prefill_s.median - overhead
-        if compute_s > 0:
-            flops.append(2.0 * p.num_params * p.prompt_tokens / compute_s)
-    if not flops:  # every prefill within the fixed cost: price the compute with the raw prefills
-        flops = [p.flops_per_s for p in profiles]
-    return PassFit(forward_overhead_s=overhead, memory_bytes_per_s=bandwidth, flops_per_s=_geomean(flops),
-                   method=method)
 
 
 # --------------------------------------------------------------------------- serving
@@ -683,7 +635,8 @@ def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path
     if len(warm) < 2:
         raise RuntimeError(f"the calibration server completed only {len(warm)} warm request(s)")
     ttft = [r["first_token_s"] - r["arrival_s"] for r in warm]
-    modelled = [fit.prefill_s(profile.num_params, int(r["input_tokens"]), profile.weights_bytes) for r in warm]
+    modelled = [fit.prefill_s(profile.num_params, int(r["input_tokens"]), profile.weights_bytes, profile.num_layers)
+                for r in warm]
     steps = [(r["finish_s"] - r["first_token_s"]) / (r["output_tokens"] - 1) for r in warm if r["output_tokens"] > 1]
     name = profile.name
     return ServingProfile(
@@ -694,7 +647,7 @@ def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path
                                    [a - b for a, b in zip(ttft, modelled)],
                                    "live.server over HTTP; arrival to first token from the server's records"),
         decode_step_s=_sample("serving_decode_step_s", f"{name}: served warm, decode step", "s", steps or [math.nan]),
-        modelled_step_s=fit.step_s(profile.weights_bytes),
+        modelled_step_s=fit.step_s(profile.weights_bytes, profile.num_layers),
     )
 
 
@@ -816,8 +769,11 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
             smallest = min(profiles, key=lambda p: p.weights_bytes)
             say(f"serving {smallest.name} through the live server")
             fit = fit_forward_passes(profiles)
-            if fit.method != "relative least squares":
-                notes.append(f"forward passes: {fit.method}; forward_overhead_s is written as 0")
+            if fit.method != FULL_FIT:
+                notes.append(f"forward passes: {fit.method}")
+            load_fit = fit_construction(profiles)
+            if load_fit.load_overhead_per_layer_s == 0.0 or load_fit.load_overhead_s == 0.0:
+                notes.append(f"model construction: {load_fit.method}")
             serving = measure_serving(smallest, fit, device, work, repeats, prompt_tokens, decode_tokens,
                                       gpu_type_for(device, _device_name(dev)))
             if serving.request_overhead_s.median < 0:
@@ -840,18 +796,22 @@ def _device_name(dev: torch.device) -> str:
 
 
 def roofline_check(cal: Calibration) -> dict:
-    """Each model's prefill and decode step as the simulator prices them with the written constants
-    (roofline plus ``forward_overhead_s``), next to the measurement: how well one fixed cost, one
-    FLOP/s and one bandwidth describe every model."""
-    fit = cal.fit
+    """Each model's prefill, decode step and construction as the simulator prices them with the written
+    constants, next to the measurement: how well the fixed costs, one FLOP/s and one bandwidth describe
+    every model."""
+    fit, load = cal.fit, cal.load_fit
     out = {}
     for p in cal.models:
-        prefill = fit.prefill_s(p.num_params, p.prompt_tokens, p.weights_bytes)
-        step = fit.step_s(p.weights_bytes)
-        out[p.name] = {"prefill_measured_s": p.prefill_s.median, "prefill_model_s": prefill,
+        prefill = fit.prefill_s(p.num_params, p.prompt_tokens, p.weights_bytes, p.num_layers)
+        step = fit.step_s(p.weights_bytes, p.num_layers)
+        construct = load.fixed_s(p.num_layers)
+        out[p.name] = {"num_layers": p.num_layers,
+                       "prefill_measured_s": p.prefill_s.median, "prefill_model_s": prefill,
                        "prefill_error": prefill / p.prefill_s.median - 1.0,
                        "decode_step_measured_s": p.decode_step_s.median, "decode_step_model_s": step,
-                       "decode_step_error": step / p.decode_step_s.median - 1.0}
+                       "decode_step_error": step / p.decode_step_s.median - 1.0,
+                       "construct_measured_s": p.construct_s.median, "construct_model_s": construct,
+                       "construct_error": construct / p.construct_s.median - 1.0}
     return out
 
 
@@ -871,12 +831,16 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
             "disk_bandwidth": "median of disk_read_bytes_per_s",
             "network_bandwidth": "configured value (live mode throttles its copies to it), checked by "
                                  "network_copy_bytes_per_s",
-            "load_overhead_s": "median over the models of the median construct_s",
-            "forward_overhead_s": "intercept of the fit decode_step_s = forward_overhead_s + weights bytes / "
-                                  "gpu_memory_bandwidth over the models (relative least squares; see pass_fit.method)",
-            "gpu_memory_bandwidth": "one over the slope of the same fit",
-            "gpu_flops": "geometric mean over the models of 2 · params · prompt tokens / (prefill_s − "
-                         "forward_overhead_s)",
+            "load_overhead_s": "fit construct_s = load_overhead_s + layers · load_overhead_per_layer_s over the "
+                               "models (non-negative relative least squares; see load_fit.method)",
+            "load_overhead_per_layer_s": "the same fit's per-layer coefficient",
+            "forward_overhead_s": "fit decode_step_s = forward_overhead_s + layers · forward_overhead_per_layer_s + "
+                                  "weights bytes / gpu_memory_bandwidth over the models (non-negative relative least "
+                                  "squares; see pass_fit.method)",
+            "forward_overhead_per_layer_s": "the same fit's per-layer coefficient",
+            "gpu_memory_bandwidth": "one over the same fit's weights coefficient",
+            "gpu_flops": "geometric mean over the models of 2 · params · prompt tokens / (prefill_s − the fit's "
+                         "fixed cost for the model's layers)",
             "request_overhead_s": "median over warm requests served by live mode's server (serving) of time to "
                                   "first token minus the prefill the written constants price",
             "warmup_s_not_modelled": cal.warmup_s if cal.models else None,
@@ -884,6 +848,7 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
         "measurements": [m.to_json() for m in cal.measurements.values()],
         "models": [p.to_json() for p in cal.models],
         "pass_fit": fit.to_json() if fit else None,
+        "load_fit": cal.load_fit.to_json() if fit else None,
         "roofline_check": roofline_check(cal) if fit else {},
         "serving": serving.to_json() if serving else None,
         "small_checkpoint": {k: m.to_json() for k, m in cal.small_checkpoint.items()},

@@ -69,16 +69,21 @@ def print_calibration(cal, console=None) -> None:
             row(m)
     console.print(table)
     if cal.models:
-        fit = cal.fit
-        speed = Table(title=f"Forward passes: {_fmt(fit.forward_overhead_s, 's')} + weights / "
+        fit, load = cal.fit, cal.load_fit
+        speed = Table(title=f"Forward passes: {_fmt(fit.forward_overhead_s, 's')} + layers × "
+                            f"{_fmt(fit.forward_overhead_per_layer_s, 's')} + weights / "
                             f"{_fmt(fit.memory_bytes_per_s, 'bytes/s')} per decode step, prefill at "
-                            f"{_fmt(fit.flops_per_s, 'FLOP/s')} ({fit.method})", header_style="bold")
-        for col in ("model", "weights", "prefill", "modelled", "decode step", "modelled"):
+                            f"{_fmt(fit.flops_per_s, 'FLOP/s')} ({fit.method}); construction "
+                            f"{_fmt(load.load_overhead_s, 's')} + layers × {_fmt(load.load_overhead_per_layer_s, 's')}"
+                            f" ({load.method})", header_style="bold")
+        for col in ("model", "layers", "weights", "prefill", "modelled", "decode step", "modelled", "construction",
+                    "modelled"):
             speed.add_column(col, justify="left" if col == "model" else "right")
         for p in cal.models:
-            speed.add_row(p.name, format_bytes(p.weights_bytes), _fmt(p.prefill_s.median, "s"),
-                          _fmt(fit.prefill_s(p.num_params, p.prompt_tokens, p.weights_bytes), "s"),
-                          _fmt(p.decode_step_s.median, "s"), _fmt(fit.step_s(p.weights_bytes), "s"))
+            speed.add_row(p.name, str(p.num_layers), format_bytes(p.weights_bytes), _fmt(p.prefill_s.median, "s"),
+                          _fmt(fit.prefill_s(p.num_params, p.prompt_tokens, p.weights_bytes, p.num_layers), "s"),
+                          _fmt(p.decode_step_s.median, "s"), _fmt(fit.step_s(p.weights_bytes, p.num_layers), "s"),
+                          _fmt(p.construct_s.median, "s"), _fmt(load.fixed_s(p.num_layers), "s"))
         console.print(speed)
     if cal.serving is not None:
         sv = cal.serving
@@ -96,7 +101,8 @@ def print_calibration(cal, console=None) -> None:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Hardware JSON to write (the details go to NAME.calibration.json beside it).")
 @click.option("--models", "models", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Model folders to profile (repeatable). Default: three probe OPT models of 14, 80 and 230 MB.")
+              help="Model folders to profile (repeatable). Default: five probe OPT models of 3 to 230 MB and "
+                   "2 to 12 layers.")
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(2, 1000),
               help="Repeats of every measurement.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device live mode serves on (cpu, cuda:0).")

@@ -164,7 +164,7 @@ def test_calibrate_writes_hardware_that_both_runtimes_read(tmp_path: Path, tiny_
         assert len(keys[key]["samples"]) == 2 and keys[key]["median"] > 0, key
     assert details["models"][0]["decode_step_s"]["samples"]
     # One model size: no fixed per-pass cost can be separated from the bandwidth, and the sidecar says so.
-    assert node.forward_overhead_s == 0.0 and details["pass_fit"]["method"].startswith("one model size")
+    assert node.forward_overhead_s == 0.0 and details["pass_fit"]["method"].startswith("weights / bandwidth only")
     # Warm requests through the real server give the per-request overhead, written to the JSON.
     serving = details["serving"]
     assert len(serving["ttft_s"]["samples"]) == 2 and min(serving["ttft_s"]["samples"]) > 0

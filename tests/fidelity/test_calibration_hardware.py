@@ -1,0 +1,45 @@
+"""The hardware JSON `sllmsim calibrate` writes carries the fitted constants and the simulator reads them."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+from live.calibrate import Calibration, Measurement, ModelProfile  # noqa: E402
+from sllmsim.config.hardware import parse_hardware  # noqa: E402
+
+_MiB = 1024**2
+
+
+def _m(value: float) -> Measurement:
+    return Measurement("k", "label", "s", (value, value))
+
+
+def _profile(mib: int, layers: int) -> ModelProfile:
+    w = mib * _MiB
+    fixed = 0.0013 + 0.0005 * layers
+    return ModelProfile(name=f"m{mib}x{layers}", path="-", weights_bytes=w, dtype_bytes=4, prompt_tokens=128,
+                        num_layers=layers, to_device_s=_m(0.01), construct_s=_m(0.018 + 0.0036 * layers),
+                        warmup_s=_m(0.0), prefill_s=_m(fixed + 2 * (w / 4) * 128 / 4e10), decode_step_s=_m(fixed + w / 7e9))
+
+
+def test_hardware_json_carries_the_fitted_constants():
+    cal = Calibration(device="cpu", device_name="x86_64", torch_threads=1, measurements={
+        "host_to_device_bytes_per_s": Measurement("host_to_device_bytes_per_s", "", "bytes/s", (1e9, 1e9)),
+        "disk_read_bytes_per_s": Measurement("disk_read_bytes_per_s", "", "bytes/s", (5e8, 5e8)),
+    }, models=[_profile(3, 2), _profile(10, 12), _profile(42, 6), _profile(39, 2), _profile(230, 8)],
+        network_bandwidth_bytes_per_s=1024**3 / 8, host_size_bytes=128 * _MiB, disk_size_bytes=1024**3)
+    node = cal.hardware(["0"])["0"]
+    assert node["forward_overhead_s"] == pytest.approx(0.0013)
+    assert node["forward_overhead_per_layer_s"] == pytest.approx(0.0005)
+    assert node["load_overhead_s"] == pytest.approx(0.018)
+    assert node["load_overhead_per_layer_s"] == pytest.approx(0.0036)
+    assert "request_overhead_s" not in node  # serving was not measured
+    spec = parse_hardware({"0": node}).node("0")
+    assert spec.forward_overhead_s == pytest.approx(0.0013)
+    assert spec.forward_overhead_per_layer_s == pytest.approx(0.0005)
+    assert spec.load_overhead_s == pytest.approx(0.018)
+    assert spec.load_overhead_per_layer_s == pytest.approx(0.0036)
+    assert spec.gpu.memory_bandwidth_bytes_per_s == pytest.approx(7e9, rel=1e-3)  # four significant digits
+    assert spec.gpu.fp16_flops_per_s == pytest.approx(4e10, rel=1e-3)
