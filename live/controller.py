@@ -177,6 +177,8 @@ class Deployment:
     """The deploy config as the user sent it (persisted as is)."""
     store_key: str
     size_bytes: int
+    num_layers: int = 0
+    """Depth the placement estimates price the per-layer load cost with (0: unknown)."""
     instances: dict[str, Instance] = field(default_factory=dict)
     queue: deque[Waiter] = field(default_factory=deque)
     in_flight: int = 0
@@ -339,7 +341,10 @@ class Controller:
             key, size = await self._prepare_checkpoint(cfg, store_key)
         finally:
             self._reserved_names.discard(cfg.model)
-        dep = Deployment(config=cfg, raw=raw, store_key=key, size_bytes=size)
+        # The deploy config's depth, else the stored checkpoint's own config.json (the model live mode
+        # really loads), else the catalog's.
+        depth = cfg.num_layers or await asyncio.to_thread(self.registry.model_layers, key) or model_depth(cfg) or 0
+        dep = Deployment(config=cfg, raw=raw, store_key=key, size_bytes=size, num_layers=depth)
         self._deployments[cfg.model] = dep
         self.deploy_history.append(deploy_config_to_dict(cfg))
         if persist:
@@ -677,9 +682,8 @@ class Controller:
 
     def _model_view(self, dep: Deployment) -> ModelView:
         cfg = dep.config
-        # Depth from the deploy config or the catalog; an unknown one prices no per-layer load cost.
         return ModelView(name=dep.name, size_bytes=dep.size_bytes, num_gpus=cfg.num_gpus,
-                         target_nodes=cfg.placement_config.target_nodes, num_layers=model_depth(cfg) or 0)
+                         target_nodes=cfg.placement_config.target_nodes, num_layers=dep.num_layers)
 
     def _worth_placing(self, model: ModelView, cluster: ClusterView) -> bool:
         """Whether some node can host ``model``, now or after making room: checked before

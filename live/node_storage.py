@@ -197,8 +197,10 @@ class NodeStorage:
         # The core's own startup estimate, so the backlog is measured in the scheduler's terms.
         view = NodeView(self.node_id, self.node.num_gpus, self.node.num_gpus, self.host_models(), self.disk_models(),
                         0.0, self.node.disk_bandwidth_bytes_per_s, self.node.network_bandwidth_bytes_per_s,
-                        self.node.host_to_gpu_bytes_per_s, self.node.load_overhead_s)
-        return startup_estimate_s(view, ModelView(model, self.registry.model_bytes(model)))[0]
+                        self.node.host_to_gpu_bytes_per_s, self.node.load_overhead_s,
+                        load_overhead_per_layer_s=self.node.load_overhead_per_layer_s)
+        depth = (self.registry.model_layers(model) or 0) if self.node.load_overhead_per_layer_s else 0
+        return startup_estimate_s(view, ModelView(model, self.registry.model_bytes(model), num_layers=depth))[0]
 
     # --- disk -----------------------------------------------------------------------------------------------
     def pin_disk(self, model: str) -> bool:

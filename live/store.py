@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from sllmsim.catalog import config_num_layers
 from sllmsim.errors import SllmsimError
 
 if TYPE_CHECKING:
@@ -321,6 +322,13 @@ class StoreRegistry:
                     manifest = read_manifest(node.model_dir(model))
                     break
         return 0 if manifest is None else manifest_bytes(manifest)
+
+    def model_layers(self, model: str) -> int | None:
+        """Layers of ``model`` as its stored ``config.json`` declares (None when unknown or not stored)."""
+        for folder in (self.import_path(model), *(n.model_dir(model) for n in self.nodes if model in n.disk_models())):
+            if read_manifest(folder) is not None:
+                return config_num_layers(folder)
+        return None
 
     # --- importing ---------------------------------------------------------------------------------------
     def import_model(self, model: str, source: str | Path | ModelSource, node_ids: Iterable[str] = (),

@@ -10,6 +10,7 @@ import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from sllmsim.config.deploy import DeployConfig
 from sllmsim.errors import ConfigError
@@ -73,6 +74,25 @@ def _depth(cfg: DeployConfig, arch: ModelArch | None) -> int | None:
     if cfg.num_layers is not None:
         return cfg.num_layers
     return None if arch is None else arch.num_layers
+
+
+#: Keys under which transformers configs give the number of transformer layers, by architecture.
+_DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def config_num_layers(folder: str | Path) -> int | None:
+    """The number of layers a model folder's ``config.json`` declares; None when there is none."""
+    try:
+        raw = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    for key in _DEPTH_KEYS:
+        value = raw.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def model_size(cfg: DeployConfig) -> ModelSize:

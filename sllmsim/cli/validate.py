@@ -93,10 +93,12 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     cluster = load_hardware(hardware)
     # Fail on a hardware/trace mismatch now, not after minutes of live traffic.
     planned = trace.requests.to_frame().rename(columns={"time": "arrival_s"})
-    sim_trace.simulated_trace(trace_path, trace, hardware, {}, planned.rename(columns={"arrival_s": "time"}))
+    recipes = recipes or (live_run.recipes_path(trace_path) if live_run.recipes_path(trace_path).is_file() else None)
+    recipe_map = live_run.load_recipes(recipes) if recipes is not None else None
+    sim_trace.simulated_trace(trace_path, trace, hardware, {}, planned.rename(columns={"arrival_s": "time"}),
+                              sim_trace.model_depths(trace, recipe_map))
     sidecar = _read_sidecar(hardware)
     threads = threads or sidecar.get("torch_threads")
-    recipes = recipes or (live_run.recipes_path(trace_path) if live_run.recipes_path(trace_path).is_file() else None)
     out = out or _default_out(trace.name)
     console = Console(stderr=True)
 
@@ -109,7 +111,8 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
         live.save(out / live_run.LIVE_RUN_JSON)  # kept before simulating: a failure later loses no measurement
     failed = [o for o in live.outcomes if o.status_code != 200]
     realized = sim_trace.realized_requests(trace.requests, _requests_frame(live.result))
-    simulated = simulate(sim_trace.simulated_trace(trace_path, trace, hardware, live.sizes_bytes, realized))
+    depths = sim_trace.model_depths(trace, recipe_map, live.layers)
+    simulated = simulate(sim_trace.simulated_trace(trace_path, trace, hardware, live.sizes_bytes, realized, depths))
     notes = list(sidecar.get("notes", []))
     if failed:
         notes.append(f"{len(failed)} live request(s) failed, e.g. #{failed[0].index}: "

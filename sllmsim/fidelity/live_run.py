@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from sllmsim.catalog import config_num_layers
 from sllmsim.config.deploy import deploy_config_to_dict
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.config.trace import TraceConfig
@@ -123,6 +124,8 @@ class LiveRun:
     cpu_samples: list[Sample] = field(default_factory=list)
     """(run seconds, machine busy CPU seconds, this process's CPU seconds) during the replay
     (:mod:`sllmsim.fidelity.cpu_load`); empty where the platform has no ``/proc/stat``."""
+    layers: dict[str, int] = field(default_factory=dict)
+    """Each served model's number of layers, from the config.json of the folder live mode loaded."""
 
     def save(self, path: str | Path) -> Path:
         """Write everything needed to re-simulate and re-report this run without serving it again."""
@@ -130,7 +133,7 @@ class LiveRun:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"records": self.records, "sizes_bytes": self.sizes_bytes, "settings": self.settings,
                 "outcomes": [asdict(o) for o in self.outcomes],
-                "cpu_samples": [list(s) for s in self.cpu_samples]}
+                "cpu_samples": [list(s) for s in self.cpu_samples], "layers": self.layers}
         path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         return path
 
@@ -149,7 +152,8 @@ def load_live_run(path: str | Path, name: str) -> LiveRun:
         return LiveRun(result=result, sizes_bytes={k: int(v) for k, v in data["sizes_bytes"].items()},
                        outcomes=[Outcome(**o) for o in data.get("outcomes", [])], records=records,
                        settings=dict(data.get("settings", {})),
-                       cpu_samples=[tuple(float(v) for v in s) for s in data.get("cpu_samples", [])])
+                       cpu_samples=[tuple(float(v) for v in s) for s in data.get("cpu_samples", [])],
+                       layers={k: int(v) for k, v in data.get("layers", {}).items()})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(str(path), "", f"not a saved live run ({exc})") from None
 
@@ -221,5 +225,6 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
     result = run_result_from_json(records, name=f"{trace.name}-live")
     settings = {"page_cache": page_cache, "torch_threads": threads, "load_average_1min": load_average,
                 "devices": (records.get("resolved_config") or {}).get("devices")}
+    layers = {c["model"]: config_num_layers(c["backend_config"]["pretrained_model_name_or_path"]) for c in configs}
     return LiveRun(result=result, sizes_bytes=sizes, outcomes=outcomes, records=records, settings=settings,
-                   cpu_samples=cpu.samples)
+                   cpu_samples=cpu.samples, layers={k: v for k, v in layers.items() if v is not None})

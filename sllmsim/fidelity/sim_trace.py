@@ -2,9 +2,9 @@
 
 The simulator gets the same inputs the live server saw, so that what remains is the simulator's own
 error: the calibrated hardware JSON instead of the trace's, each checkpoint's size as stored live
-(the tiny models are not in the catalog), each request's arrival as the live server recorded it
-(client send jitter included) and its token counts as live mode tokenized and generated them, and
-``loading: sequential`` — live mode finishes each tier's copy before it starts the next.
+(the tiny models are not in the catalog) and its depth (the per-layer fixed costs need it), each
+request's arrival as the live server recorded it (client send jitter included) and its token counts
+as live mode tokenized and generated them, and ``loading: sequential`` — live mode finishes each tier's copy before it starts the next.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sllmsim.catalog import config_num_layers
 from sllmsim.config.deploy import deploy_config_to_dict
 from sllmsim.config.trace import RequestArrays, TraceConfig, parse_trace
 from sllmsim.errors import ConfigError
@@ -62,9 +63,29 @@ def read_trace_mapping(path: str | Path) -> dict:
     return raw
 
 
+def model_depths(trace: TraceConfig, recipes: dict[str, dict] | None = None,
+                 measured: dict[str, int] | None = None) -> dict[str, int]:
+    """Each model's depth where something knows it: the live run's record of the loaded model, its
+    recipe, or the ``config.json`` of a local model folder (a ``num_layers`` in the deploy config or
+    the catalog is read by the simulator itself)."""
+    out = {}
+    for cfg in trace.models:
+        path = cfg.backend_config.pretrained_model_name_or_path
+        depth = (measured or {}).get(cfg.model)
+        if depth is None and recipes and path in recipes:
+            depth = recipes[path].get("num_layers")
+        if depth is None and Path(path).is_dir():
+            depth = config_num_layers(path)
+        if depth is not None:
+            out[cfg.model] = int(depth)
+    return out
+
+
 def simulated_trace(trace_path: str | Path, trace: TraceConfig, hardware_path: str | Path,
-                    sizes_bytes: dict[str, int], requests: pd.DataFrame) -> TraceConfig:
-    """``trace`` with the calibrated hardware, the stored sizes, the realized requests and sequential loading."""
+                    sizes_bytes: dict[str, int], requests: pd.DataFrame,
+                    layers: dict[str, int] | None = None) -> TraceConfig:
+    """``trace`` with the calibrated hardware, the stored sizes, the models' depths (where the deploy
+    configs do not give them), the realized requests and sequential loading."""
     trace_path = Path(trace_path)
     raw = read_trace_mapping(trace_path)
     models = []
@@ -72,6 +93,8 @@ def simulated_trace(trace_path: str | Path, trace: TraceConfig, hardware_path: s
         entry = deploy_config_to_dict(cfg)
         if cfg.model in sizes_bytes:
             entry["checkpoint_size"] = int(sizes_bytes[cfg.model])
+        if layers and cfg.model in layers and "num_layers" not in entry:
+            entry["num_layers"] = int(layers[cfg.model])
         models.append(entry)
     raw["hardware"] = str(Path(hardware_path).resolve())
     raw["models"] = models

@@ -1,5 +1,6 @@
 """Live mode's placement estimate prices a node's per-layer load cost with the model's depth (the
-deploy config's ``num_layers``, else the catalog's; none for an unknown model), as the simulator does."""
+deploy config's ``num_layers``, else the stored checkpoint's config.json, else the catalog's), as the
+simulator does."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from live.generation import GenerationRequest, SamplingParams  # noqa: E402
 from live.records import LiveRecorder  # noqa: E402
 from live.store import StoreRegistry  # noqa: E402
 from live.worker import Finished, LocalNodeWorker  # noqa: E402
+from sllmsim.catalog import config_num_layers  # noqa: E402
 from sllmsim.config.hardware import parse_hardware  # noqa: E402
 from test_server import spec_config  # noqa: E402
 
@@ -34,7 +36,7 @@ def test_the_placement_estimate_includes_the_per_layer_load_cost(tmp_path, tiny_
         try:
             assert controller.cluster_view().nodes[0].load_overhead_per_layer_s == PER_LAYER_S
             estimates = {}
-            for name, extra in (("tiny-deep", {"num_layers": 6}), ("tiny-unknown", {})):
+            for name, extra in (("tiny-deep", {"num_layers": 6}), ("tiny-stored", {})):
                 await controller.deploy(spec_config("opt-1.3b", tiny_model_dir, model=name, placement_config={},
                                                     **extra))
                 ticket = await controller.admit(name)
@@ -44,8 +46,13 @@ def test_the_placement_estimate_includes_the_per_layer_load_cost(tmp_path, tiny_
                 line = next(li for li in reversed(controller.recorder.scheduler_log)
                             if li.startswith("Sorted scheduling options"))
                 estimates[name] = float(line.split(", ")[1].rstrip(")]"))
-            # Both read the same checkpoint from node 0's disk; only the deep one pays 6 layers.
-            assert estimates["tiny-deep"] - estimates["tiny-unknown"] == pytest.approx(6 * PER_LAYER_S, rel=1e-9)
+            # Both read the same checkpoint from node 0's disk; the deep one pays the 6 layers its deploy
+            # config declares, the other the depth of the checkpoint it really loads.
+            stored = config_num_layers(tiny_model_dir)
+            assert stored is not None and stored != 6
+            assert controller._deployments["tiny-stored"].num_layers == stored
+            assert estimates["tiny-deep"] - estimates["tiny-stored"] == pytest.approx((6 - stored) * PER_LAYER_S,
+                                                                                      rel=1e-9)
         finally:
             await controller.close()
 
