@@ -48,6 +48,7 @@ sample, written by :func:`calibration_to_json`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -218,8 +219,13 @@ class Calibration:
 
     @property
     def load_overhead_s(self) -> float:
-        """Fixed seconds of every load: the intercept of the construction fit."""
-        return self.load_fit.load_overhead_s
+        """Fixed seconds of every load beyond the per-layer part: measured through the server where it
+        was (the served loads' fixed part less the per-layer cost of the model's layers), else the
+        intercept of the construction fit."""
+        fit, sv = self.load_fit, self.serving
+        if sv is not None and sv.load_fixed_s is not None:
+            return max(0.0, sv.load_fixed_s.median - fit.load_overhead_per_layer_s * sv.num_layers)
+        return fit.load_overhead_s
 
     @property
     def warmup_s(self) -> float:
@@ -242,7 +248,7 @@ class Calibration:
         }
         if self.models:
             load, fit = self.load_fit, self.fit
-            node["load_overhead_s"] = round(load.load_overhead_s, 5)
+            node["load_overhead_s"] = round(self.load_overhead_s, 5)
             node["load_overhead_per_layer_s"] = round(load.load_overhead_per_layer_s, 6)
             node["gpu_memory_bandwidth"] = rate_text(fit.memory_bytes_per_s)
             node["gpu_flops"] = float(f"{fit.flops_per_s:.4g}")
@@ -400,7 +406,9 @@ def copy_once(src: Path, work: Path, bandwidth_bytes_per_s: float | None) -> flo
 
 def measure_bandwidths(probe: Path, net_probe: Path, work: Path, device: str, network_bandwidth_bytes_per_s: float,
                        repeats: int, progress: Callable[[str], None] | None = None) -> dict[str, Measurement]:
-    """Disk, page-cache, host-copy, host → device and copy bandwidths, one sample of each per repeat.
+    """Disk, page-cache, host-copy, host → device and copy bandwidths: ``repeats`` samples of the
+    (throttled, seconds-long) copies and twice as many of the others, which take a fraction of a
+    second each and vary most (a virtual disk's reads spread by ±30 % from one read to the next).
 
     Interleaving the quantities (rather than repeating one, then the next) spreads a change in the
     machine's load over all of them.
@@ -416,16 +424,18 @@ def measure_bandwidths(probe: Path, net_probe: Path, work: Path, device: str, ne
     keys = ("disk_read_bytes_per_s", "page_cache_read_bytes_per_s", "host_copy_bytes_per_s",
             "host_to_device_bytes_per_s", "network_copy_bytes_per_s", "unthrottled_copy_bytes_per_s")
     samples: dict[str, list[float]] = {k: [] for k in keys}
-    for rep in range(repeats):
+    rounds = 2 * repeats
+    for rep in range(rounds):
         if progress:
-            progress(f"bandwidths ({rep + 1}/{repeats})")
+            progress(f"bandwidths ({rep + 1}/{rounds})")
         cold, warm = disk_read_once(probe)
         samples["disk_read_bytes_per_s"].append(cold)
         samples["page_cache_read_bytes_per_s"].append(warm)
         samples["host_copy_bytes_per_s"].append(host_copy_once(src, dst))
         samples["host_to_device_bytes_per_s"].append(host_to_device_once(host, dev))
-        samples["network_copy_bytes_per_s"].append(copy_once(net_probe, work, network_bandwidth_bytes_per_s))
-        samples["unthrottled_copy_bytes_per_s"].append(copy_once(net_probe, work, None))
+        if rep % 2 == 0:
+            samples["network_copy_bytes_per_s"].append(copy_once(net_probe, work, network_bandwidth_bytes_per_s))
+            samples["unthrottled_copy_bytes_per_s"].append(copy_once(net_probe, work, None))
     path = "pinned host buffer → CUDA" if dev.type == "cuda" else "host buffer → fresh host buffer (the CPU 'device')"
     labels = {
         "disk_read_bytes_per_s": ("disk read (page cache dropped)",
@@ -545,6 +555,14 @@ def profile_models(folders: Sequence[Path], device: str, repeats: int, prompt_to
     machine's load during the measurement touches every model alike instead of biasing one.
     """
     samplers = [_ModelSampler(f, torch.device(device), prompt_tokens, decode_tokens, dtype) for f in folders]
+    # The process's first construction and generation import and initialise code paths (seconds, once):
+    # one round on the smallest model, thrown away, keeps that out of every sample.
+    warm = min(samplers, key=lambda s: s.ckpt.nbytes)
+    if progress:
+        progress(f"warming up on {warm.folder.name}")
+    warm.measure_once(repeats)
+    for samples in warm.samples.values():
+        samples.clear()
     for rep in range(repeats):
         for sampler in samplers:
             if progress:
@@ -577,21 +595,32 @@ class ServingProfile:
     decode_step_s: Measurement
     """Mean gap between tokens of each request, through the server."""
     modelled_step_s: float
+    num_layers: int = 0
+    load_s: Measurement | None = None
+    """Loads of the model from host memory through the server (its records' load phases)."""
+    load_fixed_s: Measurement | None = None
+    """``load_s − bytes / host_bandwidth`` per load: the fixed part of a load as the server pays it."""
 
     def to_json(self) -> dict:
-        return {"name": self.name, "weights_bytes": self.weights_bytes, "ttft_s": self.ttft_s.to_json(),
-                "modelled_prefill_s": list(self.modelled_prefill_s),
+        return {"name": self.name, "weights_bytes": self.weights_bytes, "num_layers": self.num_layers,
+                "ttft_s": self.ttft_s.to_json(), "modelled_prefill_s": list(self.modelled_prefill_s),
                 "request_overhead_s": self.request_overhead_s.to_json(),
-                "decode_step_s": self.decode_step_s.to_json(), "modelled_step_s": self.modelled_step_s}
+                "decode_step_s": self.decode_step_s.to_json(), "modelled_step_s": self.modelled_step_s,
+                "load_s": self.load_s.to_json() if self.load_s else None,
+                "load_fixed_s": self.load_fixed_s.to_json() if self.load_fixed_s else None}
 
 
 #: Name under which the calibration's own server deploys the model it measures.
 SERVING_MODEL = "calibrate-serving"
+#: The same model deployed with no keep-alive, so that every request loads it (from host memory).
+LOADING_MODEL = "calibrate-loads"
 
 
 def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path, repeats: int,
-                    prompt_tokens: int, decode_tokens: int, gpu: str) -> ServingProfile:
-    """Serve ``profile``'s model with live mode's server (in this process, over HTTP) and time warm requests.
+                    prompt_tokens: int, decode_tokens: int, gpu: str,
+                    host_bytes_per_s: float | None = None) -> ServingProfile:
+    """Serve ``profile``'s model with live mode's server (in this process, over HTTP) and time warm
+    requests and loads.
 
     One node on ``device`` with the model on its disk; a first request loads it (not counted), then
     ``repeats`` requests one after the other find it warm. Each one's time to first token is read from
@@ -599,6 +628,12 @@ def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path
     prefill the fitted pass model prices for its prompt is subtracted: what remains is the per-request
     serving cost (HTTP handling, hand-offs between the event loop and the worker thread, tokenising)
     that the simulator adds as ``request_overhead_s``.
+
+    With ``host_bytes_per_s``, the same model is also deployed with no keep-alive and requested
+    ``repeats + 1`` times: the first request loads it from disk, the others from host memory. Each host
+    load as the server records it, minus ``bytes / host_bytes_per_s``, is the fixed part of a load as
+    live mode pays it — construction plus the server's own hand-offs and bookkeeping, which timing
+    the construction alone misses.
     """
     import httpx
 
@@ -608,7 +643,7 @@ def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path
 
     node = {"host_size": size_text(4 * profile.weights_bytes + _GiB), "host_bandwidth": "1GB/s",
             "disk_size": size_text(4 * profile.weights_bytes + _GiB), "disk_bandwidth": "1GB/s",
-            "network_bandwidth": "1Gbps", "num_gpus": 1, "gpu": gpu}
+            "network_bandwidth": "1Gbps", "num_gpus": 2, "gpu": gpu}
     cluster = parse_hardware({"0": node}, source="calibration server")
     store = work / "serving-store"
     app = create_app(cluster, store, devices={"0": device}, plots=False)
@@ -618,18 +653,31 @@ def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path
               "placement_config": {"local_disk": ["0"]},
               "backend_config": {"pretrained_model_name_or_path": str(Path(profile.path).resolve()),
                                  "torch_dtype": "auto", "max_batch_size": 1}}  # the checkpoint's dtype, as profiled
+    loading = json.loads(json.dumps(config))
+    loading["model"] = LOADING_MODEL
+    loading["auto_scaling_config"]["keep_alive"] = 0
+
+    def send(client: httpx.Client, model: str, i: int) -> None:
+        body = {"model": model, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
+                "temperature": 1.0, "seed": i}
+        resp = client.post("/v1/completions", json=body)
+        if resp.status_code != 200:
+            raise RuntimeError(f"the calibration server refused request {i} to {model}: {resp.status_code} "
+                               f"{resp.text[:300]}")
+
     with serve_in_thread(app) as url:
-        deploy(url, [config])
+        deploy(url, [config, loading] if host_bytes_per_s else [config])
         with httpx.Client(base_url=url, timeout=600.0) as client:
             for i in range(repeats + 1):
-                body = {"model": SERVING_MODEL, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
-                        "temperature": 1.0, "seed": i}
-                resp = client.post("/v1/completions", json=body)
-                if resp.status_code != 200:
-                    raise RuntimeError(f"the calibration server refused request {i}: {resp.status_code} "
-                                       f"{resp.text[:300]}")
+                send(client, SERVING_MODEL, i)
+            if host_bytes_per_s:
+                for i in range(repeats + 1):
+                    send(client, LOADING_MODEL, i)
+                    # The released instance unloads off the request path: let it go before the next load.
+                    time.sleep(0.2)
         records = fetch_records(url)
     shutil.rmtree(store, ignore_errors=True)
+    load_s, load_fixed_s = _served_loads(records, profile.name, host_bytes_per_s) if host_bytes_per_s else (None, None)
     warm = sorted((r for r in records["requests"] if r["model"] == SERVING_MODEL and r["status"] == "completed"),
                   key=lambda r: r["arrival_s"])[1:]
     if len(warm) < 2:
@@ -648,7 +696,25 @@ def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path
                                    "live.server over HTTP; arrival to first token from the server's records"),
         decode_step_s=_sample("serving_decode_step_s", f"{name}: served warm, decode step", "s", steps or [math.nan]),
         modelled_step_s=fit.step_s(profile.weights_bytes, profile.num_layers),
+        num_layers=profile.num_layers, load_s=load_s, load_fixed_s=load_fixed_s,
     )
+
+
+def _served_loads(records: dict, name: str, host_bytes_per_s: float) -> tuple[Measurement, Measurement]:
+    """The host-memory loads of :data:`LOADING_MODEL` in the server's records, whole and less the copy."""
+    from live.records import run_result_from_json
+    from sllmsim.fidelity.join import loads_table
+    from sllmsim.metrics import phases_frame
+
+    loads = loads_table(phases_frame(run_result_from_json(records, name="calibration").phases))
+    host = loads[(loads["model"] == LOADING_MODEL) & (loads["tier"] == "host")] if len(loads) else loads
+    if len(host) < 2:
+        raise RuntimeError(f"the calibration server made only {len(host)} load(s) from host memory")
+    whole = host["load_s"].astype(float).tolist()
+    fixed = (host["load_s"] - host["bytes"] / host_bytes_per_s).astype(float).tolist()
+    return (_sample("served_load_s", f"{name}: served load from host memory", "s", whole,
+                    "live.server over HTTP, deployed with keep_alive 0; the load phases of its records"),
+            _sample("served_load_fixed_s", f"{name}: served load − bytes / host bandwidth", "s", fixed))
 
 
 def small_checkpoint_costs(profile: ModelProfile, work: Path, disk_bytes_per_s: float,
@@ -775,7 +841,8 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
             if load_fit.load_overhead_per_layer_s == 0.0 or load_fit.load_overhead_s == 0.0:
                 notes.append(f"model construction: {load_fit.method}")
             serving = measure_serving(smallest, fit, device, work, repeats, prompt_tokens, decode_tokens,
-                                      gpu_type_for(device, _device_name(dev)))
+                                      gpu_type_for(device, _device_name(dev)),
+                                      host_bytes_per_s=measured["host_to_device_bytes_per_s"].median)
             if serving.request_overhead_s.median < 0:
                 notes.append(f"served requests reached their first token {-serving.request_overhead_s.median * 1e3:.1f}"
                              " ms before the modelled prefill: request_overhead_s is written as 0")
@@ -831,9 +898,11 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
             "disk_bandwidth": "median of disk_read_bytes_per_s",
             "network_bandwidth": "configured value (live mode throttles its copies to it), checked by "
                                  "network_copy_bytes_per_s",
-            "load_overhead_s": "fit construct_s = load_overhead_s + layers · load_overhead_per_layer_s over the "
-                               "models (non-negative relative least squares; see load_fit.method)",
-            "load_overhead_per_layer_s": "the same fit's per-layer coefficient",
+            "load_overhead_s": "median over the smallest model's loads from host memory through live mode's server "
+                               "(serving.load_fixed_s: load − bytes / host_bandwidth) less load_overhead_per_layer_s "
+                               "× its layers; without serving, the intercept of the construction fit (load_fit)",
+            "load_overhead_per_layer_s": "fit construct_s = fixed + layers · load_overhead_per_layer_s over the models "
+                                         "(non-negative relative least squares; see load_fit.method)",
             "forward_overhead_s": "fit decode_step_s = forward_overhead_s + layers · forward_overhead_per_layer_s + "
                                   "weights bytes / gpu_memory_bandwidth over the models (non-negative relative least "
                                   "squares; see pass_fit.method)",

@@ -61,8 +61,10 @@ def print_calibration(cal, console=None) -> None:
             row(m)
     if cal.serving is not None:
         table.add_section()
-        for m in (cal.serving.ttft_s, cal.serving.request_overhead_s, cal.serving.decode_step_s):
-            row(m)
+        for m in (cal.serving.ttft_s, cal.serving.request_overhead_s, cal.serving.decode_step_s,
+                  cal.serving.load_s, cal.serving.load_fixed_s):
+            if m is not None:
+                row(m)
     if cal.small_checkpoint:
         table.add_section()
         for m in cal.small_checkpoint.values():
@@ -91,6 +93,11 @@ def print_calibration(cal, console=None) -> None:
                       f"{_fmt(float(statistics.median(sv.modelled_prefill_s)), 's')} → request_overhead_s "
                       f"{_fmt(cal.request_overhead_s, 's')}; decode step {_fmt(sv.decode_step_s.median, 's')} "
                       f"through the server against {_fmt(sv.modelled_step_s, 's')} modelled")
+        if sv.load_fixed_s is not None:
+            console.print(f"served {sv.name} cold from host memory: load {_fmt(sv.load_s.median, 's')}, of which "
+                          f"{_fmt(sv.load_fixed_s.median, 's')} beyond the copy → load_overhead_s "
+                          f"{_fmt(cal.load_overhead_s, 's')} (construction alone fits "
+                          f"{_fmt(cal.load_fit.load_overhead_s, 's')})")
     for note in cal.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
 

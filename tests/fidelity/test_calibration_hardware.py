@@ -43,3 +43,23 @@ def test_hardware_json_carries_the_fitted_constants():
     assert spec.load_overhead_per_layer_s == pytest.approx(0.0036)
     assert spec.gpu.memory_bandwidth_bytes_per_s == pytest.approx(7e9, rel=1e-3)  # four significant digits
     assert spec.gpu.fp16_flops_per_s == pytest.approx(4e10, rel=1e-3)
+
+
+def test_served_loads_set_the_fixed_load_cost():
+    # Construction alone fits 18 ms + 3.6 ms per layer; loads through the server of a 2-layer model cost
+    # 30 ms beyond the copy, so the written fixed cost is 30 − 2 × 3.6 ms and the per-layer part stays.
+    from live.calibrate import ServingProfile
+
+    models = [_profile(3, 2), _profile(10, 12), _profile(42, 6), _profile(39, 2), _profile(230, 8)]
+    serving = ServingProfile(name="m3x2", weights_bytes=3 * _MiB, ttft_s=_m(0.01), modelled_prefill_s=(0.008,),
+                             request_overhead_s=_m(0.002), decode_step_s=_m(0.003), modelled_step_s=0.003,
+                             num_layers=2, load_s=_m(0.033), load_fixed_s=Measurement("k", "l", "s", (0.029, 0.031)))
+    cal = Calibration(device="cpu", device_name="x86_64", torch_threads=1, measurements={
+        "host_to_device_bytes_per_s": Measurement("host_to_device_bytes_per_s", "", "bytes/s", (1e9, 1e9)),
+        "disk_read_bytes_per_s": Measurement("disk_read_bytes_per_s", "", "bytes/s", (5e8, 5e8)),
+    }, models=models, network_bandwidth_bytes_per_s=1024**3 / 8, host_size_bytes=128 * _MiB,
+        disk_size_bytes=1024**3, serving=serving)
+    node = cal.hardware(["0"])["0"]
+    assert node["load_overhead_s"] == pytest.approx(0.030 - 2 * 0.0036)
+    assert node["load_overhead_per_layer_s"] == pytest.approx(0.0036)
+    assert node["request_overhead_s"] == pytest.approx(0.002)

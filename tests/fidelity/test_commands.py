@@ -159,9 +159,11 @@ def test_calibrate_writes_hardware_that_both_runtimes_read(tmp_path: Path, tiny_
         assert node.network_bandwidth_bytes_per_s < 1024**3 / 8
         assert any("throttled copy reached only" in n for n in details["notes"])
     keys = {m["key"]: m for m in details["measurements"]}
-    for key in ("disk_read_bytes_per_s", "page_cache_read_bytes_per_s", "host_copy_bytes_per_s",
-                "host_to_device_bytes_per_s", "network_copy_bytes_per_s", "unthrottled_copy_bytes_per_s"):
-        assert len(keys[key]["samples"]) == 2 and keys[key]["median"] > 0, key
+    # Two repeats: two samples of the seconds-long throttled copies, four of the quick reads and copies.
+    for key, n in (("disk_read_bytes_per_s", 4), ("page_cache_read_bytes_per_s", 4), ("host_copy_bytes_per_s", 4),
+                   ("host_to_device_bytes_per_s", 4), ("network_copy_bytes_per_s", 2),
+                   ("unthrottled_copy_bytes_per_s", 2)):
+        assert len(keys[key]["samples"]) == n and keys[key]["median"] > 0, key
     assert details["models"][0]["decode_step_s"]["samples"]
     # One model size: no fixed per-pass cost can be separated from the bandwidth, and the sidecar says so.
     assert node.forward_overhead_s == 0.0 and details["pass_fit"]["method"].startswith("weights / bandwidth only")
@@ -169,6 +171,11 @@ def test_calibrate_writes_hardware_that_both_runtimes_read(tmp_path: Path, tiny_
     serving = details["serving"]
     assert len(serving["ttft_s"]["samples"]) == 2 and min(serving["ttft_s"]["samples"]) > 0
     assert node.request_overhead_s == pytest.approx(max(0.0, serving["request_overhead_s"]["median"]), abs=1e-5)
+    # Loads through the server (no keep-alive: every request after the first loads from host memory) set
+    # the fixed load cost; the model's one depth leaves no per-layer term.
+    assert len(serving["load_s"]["samples"]) == 2 and min(serving["load_s"]["samples"]) > 0
+    assert node.load_overhead_per_layer_s == 0.0
+    assert node.load_overhead_s == pytest.approx(max(0.0, serving["load_fixed_s"]["median"]), abs=1e-5)
     assert set(details["small_checkpoint"]) == {"disk_read_fixed_s", "download_fixed_s"}
     assert not (tmp_path / "store" / ".sllmsim-calibrate").exists()  # probe files are removed
 
