@@ -23,9 +23,10 @@ the spread is reported next to the median:
   ``load_overhead_s + layers · load_overhead_per_layer_s`` (:func:`fit_construction`); and the
   first-request warm-up (the first prefill of a freshly built model minus a later one), reported
   separately because the simulator has no place for it yet.
-* **execution speed** — per model: prefill of a prompt of ``prompt_tokens`` tokens and the decode
-  steps after it (the mean gap between tokens), timed inside :func:`live.generation.generate` exactly
-  as live mode serves a request. The simulator prices a forward pass at ``forward_overhead_s +
+* **execution speed** — per model: prefill of a prompt of ``prompt_tokens`` tokens timed inside
+  :func:`live.generation.generate`, and the decode steps after it (the mean gap between tokens) as
+  live mode's server delivers them (:func:`measure_served_steps`; the steps timed in the generation
+  loop alone are kept as ``direct_decode_step_s``). The simulator prices a forward pass at ``forward_overhead_s +
   L · forward_overhead_per_layer_s + max(2·P·T / FLOPs, W / B)`` (:mod:`sllmsim.sim.roofline` plus the
   node's fixed per-pass costs), so the decode steps of models of different widths and depths are fitted
   with ``forward_overhead_s + L · forward_overhead_per_layer_s + W / B`` (:func:`fit_forward_passes`:
@@ -48,6 +49,7 @@ sample, written by :func:`calibration_to_json`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -138,7 +140,10 @@ class ModelProfile:
     """First prefill of a freshly built model minus the steady prefill."""
     prefill_s: Measurement
     decode_step_s: Measurement
-    """Mean gap between consecutive tokens of one request, per repeat."""
+    """Mean gap between consecutive tokens of one request, per repeat (served through live mode's
+    server when :func:`measure_served_steps` ran, else timed in the generation loop directly)."""
+    direct_decode_step_s: Measurement | None = None
+    """The decode steps timed in the generation loop directly, when ``decode_step_s`` is the served one."""
 
     @property
     def num_params(self) -> float:
@@ -160,7 +165,8 @@ class ModelProfile:
                 "effective_flops_per_s": self.flops_per_s, "effective_memory_bytes_per_s": self.memory_bytes_per_s,
                 "to_device_s": self.to_device_s.to_json(), "construct_s": self.construct_s.to_json(),
                 "warmup_s": self.warmup_s.to_json(), "prefill_s": self.prefill_s.to_json(),
-                "decode_step_s": self.decode_step_s.to_json()}
+                "decode_step_s": self.decode_step_s.to_json(),
+                "direct_decode_step_s": self.direct_decode_step_s.to_json() if self.direct_decode_step_s else None}
 
 
 @dataclass
@@ -700,6 +706,61 @@ def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path
     )
 
 
+def measure_served_steps(profiles: Sequence[ModelProfile], device: str, work: Path, repeats: int,
+                         prompt_tokens: int, decode_tokens: int, gpu: str) -> dict[str, Measurement]:
+    """Each model's decode steps as live mode's server delivers them (in this process, over HTTP).
+
+    Every model is deployed on one node with a GPU each, so all stay loaded; the requests go round the
+    models ``repeats + 1`` times and the first round, which loads them, is not counted. Serving costs
+    more per token than the generation loop alone — the worker thread hands every token to the event
+    loop, and the server's threads share the interpreter — by 10–30 % on the 2-core VM this was
+    written on (val-tiny 4.0 → 4.9 ms, val-small 12.0 → 13.3 ms), and the live runs pay it.
+    """
+    import httpx
+
+    from live.server import create_app, serve_in_thread
+    from sllmsim.config.hardware import parse_hardware
+    from sllmsim.fidelity.replay import deploy, fetch_records, prompt_text
+
+    total = sum(p.weights_bytes for p in profiles)
+    room = size_text(2 * total + _GiB)
+    node = {"host_size": room, "host_bandwidth": "1GB/s", "disk_size": room, "disk_bandwidth": "1GB/s", "network_bandwidth": "1Gbps", "num_gpus": len(profiles), "gpu": gpu}
+    cluster = parse_hardware({"0": node}, source="calibration server")
+    store = work / "steps-store"
+    app = create_app(cluster, store, devices={"0": device}, plots=False)
+    names = {f"calibrate-steps-{i}": p for i, p in enumerate(profiles)}
+    configs = [{"model": name, "backend": "transformers", "num_gpus": 1,
+                "auto_scaling_config": {"metric": "concurrency", "target": 1, "min_instances": 0, "max_instances": 1,
+                                        "keep_alive": 3600},
+                "placement_config": {"local_disk": ["0"]},
+                "backend_config": {"pretrained_model_name_or_path": str(Path(p.path).resolve()), "torch_dtype": "auto",
+                                   "max_batch_size": 1}} for name, p in names.items()]
+    with serve_in_thread(app) as url:
+        deploy(url, configs)
+        with httpx.Client(base_url=url, timeout=600.0) as client:
+            for i in range(repeats + 1):
+                for name in names:
+                    body = {"model": name, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
+                            "temperature": 1.0, "seed": i}
+                    resp = client.post("/v1/completions", json=body)
+                    if resp.status_code != 200:
+                        raise RuntimeError(f"the calibration server refused request {i} to {name}: "
+                                           f"{resp.status_code} {resp.text[:300]}")
+        records = fetch_records(url)
+    shutil.rmtree(store, ignore_errors=True)
+    out = {}
+    for name, p in names.items():
+        warm = sorted((r for r in records["requests"] if r["model"] == name and r["status"] == "completed"),
+                      key=lambda r: r["arrival_s"])[1:]
+        steps = [(r["finish_s"] - r["first_token_s"]) / (r["output_tokens"] - 1)
+                 for r in warm if r["output_tokens"] > 1]
+        if not steps:
+            raise RuntimeError(f"{p.name}: no served request decoded more than one token")
+        out[p.name] = _sample("decode_step_s", f"{p.name}: decode step, served", "s", steps,
+                              "live.server over HTTP, warm; (finish − first token) / (tokens − 1) from its records")
+    return out
+
+
 def _served_loads(records: dict, name: str, host_bytes_per_s: float) -> tuple[Measurement, Measurement]:
     """The host-memory loads of :data:`LOADING_MODEL` in the server's records, whole and less the copy."""
     from live.records import run_result_from_json
@@ -787,7 +848,7 @@ def default_sizes(storage: Path, num_nodes: int) -> tuple[int, int]:
     return max(host // _GiB, 1) * _GiB, max(disk // _GiB, 1) * _GiB
 
 
-def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: str = "cpu", repeats: int = 5,
+def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: str = "cpu", repeats: int = 10,
               probe_bytes: int = 256 * _MiB, network_bandwidth_bytes_per_s: float = _GiB / 8,
               threads: int | None = None, node_ids: Sequence[str] = ("0", "1"),
               host_size_bytes: int | None = None, disk_size_bytes: int | None = None,
@@ -831,6 +892,11 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
                     say(f"building probe model {recipe.name}")
                     folders.append(build_model_folder(work / "models" / recipe.name, recipe))
             profiles = profile_models(folders, device, repeats, prompt_tokens, decode_tokens, progress=say)
+            say("decode steps through the live server")
+            served = measure_served_steps(profiles, device, work, repeats, prompt_tokens, decode_tokens,
+                                          gpu_type_for(device, _device_name(dev)))
+            profiles = [dataclasses.replace(p, decode_step_s=served[p.name], direct_decode_step_s=p.decode_step_s)
+                        for p in profiles]
             # The smallest model: its requests are mostly fixed costs, the serving overhead stands out.
             smallest = min(profiles, key=lambda p: p.weights_bytes)
             say(f"serving {smallest.name} through the live server")

@@ -110,7 +110,7 @@ def print_calibration(cal, console=None) -> None:
 @click.option("--models", "models", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Model folders to profile (repeatable). Default: five probe OPT models of 3 to 230 MB and "
                    "2 to 12 layers.")
-@click.option("--repeats", default=5, show_default=True, type=click.IntRange(2, 1000),
+@click.option("--repeats", default=10, show_default=True, type=click.IntRange(2, 1000),
               help="Repeats of every measurement.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device live mode serves on (cpu, cuda:0).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,

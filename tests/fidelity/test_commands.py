@@ -165,6 +165,9 @@ def test_calibrate_writes_hardware_that_both_runtimes_read(tmp_path: Path, tiny_
                    ("unthrottled_copy_bytes_per_s", 2)):
         assert len(keys[key]["samples"]) == n and keys[key]["median"] > 0, key
     assert details["models"][0]["decode_step_s"]["samples"]
+    # The fitted steps are the served ones; the generation loop's own timing is kept beside them.
+    assert "served" in details["models"][0]["decode_step_s"]["label"]
+    assert len(details["models"][0]["direct_decode_step_s"]["samples"]) == 2
     # One model size: no fixed per-pass cost can be separated from the bandwidth, and the sidecar says so.
     assert node.forward_overhead_s == 0.0 and details["pass_fit"]["method"].startswith("weights / bandwidth only")
     # Warm requests through the real server give the per-request overhead, written to the JSON.
