@@ -622,6 +622,59 @@ SERVING_MODEL = "calibrate-serving"
 LOADING_MODEL = "calibrate-loads"
 
 
+def _serve(models: dict[str, tuple[str, float]], rounds: Sequence[Sequence[str]], device: str, work: Path,
+           prompt_tokens: int, decode_tokens: int, gpu: str, room_bytes: int, pause_s: float = 0.0) -> dict:
+    """Live mode's server on one node (in this process, over HTTP) with ``models`` deployed (name → model
+    folder, keep-alive seconds), one GPU each; send one completion per name of each round, one after
+    the other (``pause_s`` after each), and return the server's records."""
+    import httpx
+
+    from live.server import create_app, serve_in_thread
+    from sllmsim.config.hardware import parse_hardware
+    from sllmsim.fidelity.replay import deploy, fetch_records, prompt_text
+
+    room = size_text(room_bytes + _GiB)
+    node = {"host_size": room, "host_bandwidth": "1GB/s", "disk_size": room, "disk_bandwidth": "1GB/s",
+            "network_bandwidth": "1Gbps", "num_gpus": len(models), "gpu": gpu}
+    store = work / "serving-store"
+    app = create_app(parse_hardware({"0": node}, source="calibration server"), store, devices={"0": device},
+                     plots=False)
+    configs = [{"model": name, "backend": "transformers", "num_gpus": 1,
+                "auto_scaling_config": {"metric": "concurrency", "target": 1, "min_instances": 0, "max_instances": 1,
+                                        "keep_alive": keep_alive_s},
+                "placement_config": {"local_disk": ["0"]},
+                # "auto": the checkpoint's own dtype, as profiled.
+                "backend_config": {"pretrained_model_name_or_path": str(Path(path).resolve()), "torch_dtype": "auto",
+                                   "max_batch_size": 1}} for name, (path, keep_alive_s) in models.items()]
+    try:
+        with serve_in_thread(app) as url:
+            deploy(url, configs)
+            with httpx.Client(base_url=url, timeout=600.0) as client:
+                for i, names in enumerate(rounds):
+                    for name in names:
+                        body = {"model": name, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
+                                "temperature": 1.0, "seed": i}
+                        resp = client.post("/v1/completions", json=body)
+                        if resp.status_code != 200:
+                            raise RuntimeError(f"the calibration server refused request {i} to {name}: "
+                                               f"{resp.status_code} {resp.text[:300]}")
+                        time.sleep(pause_s)
+            return fetch_records(url)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def _warm_requests(records: dict, name: str) -> list[dict]:
+    """The completed requests to ``name`` in arrival order, the first (which loaded the model) left out."""
+    return sorted((r for r in records["requests"] if r["model"] == name and r["status"] == "completed"),
+                  key=lambda r: r["arrival_s"])[1:]
+
+
+def _steps(requests: list[dict]) -> list[float]:
+    """Each request's mean gap between tokens: (finish − first token) / (tokens − 1)."""
+    return [(r["finish_s"] - r["first_token_s"]) / (r["output_tokens"] - 1) for r in requests if r["output_tokens"] > 1]
+
+
 def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path, repeats: int,
                     prompt_tokens: int, decode_tokens: int, gpu: str,
                     host_bytes_per_s: float | None = None) -> ServingProfile:
@@ -641,57 +694,22 @@ def measure_serving(profile: ModelProfile, fit: PassFit, device: str, work: Path
     live mode pays it — construction plus the server's own hand-offs and bookkeeping, which timing
     the construction alone misses.
     """
-    import httpx
-
-    from live.server import create_app, serve_in_thread
-    from sllmsim.config.hardware import parse_hardware
-    from sllmsim.fidelity.replay import deploy, fetch_records, prompt_text
-
-    node = {"host_size": size_text(4 * profile.weights_bytes + _GiB), "host_bandwidth": "1GB/s",
-            "disk_size": size_text(4 * profile.weights_bytes + _GiB), "disk_bandwidth": "1GB/s",
-            "network_bandwidth": "1Gbps", "num_gpus": 2, "gpu": gpu}
-    cluster = parse_hardware({"0": node}, source="calibration server")
-    store = work / "serving-store"
-    app = create_app(cluster, store, devices={"0": device}, plots=False)
-    config = {"model": SERVING_MODEL, "backend": "transformers", "num_gpus": 1,
-              "auto_scaling_config": {"metric": "concurrency", "target": 1, "min_instances": 0, "max_instances": 1,
-                                      "keep_alive": 3600},
-              "placement_config": {"local_disk": ["0"]},
-              "backend_config": {"pretrained_model_name_or_path": str(Path(profile.path).resolve()),
-                                 "torch_dtype": "auto", "max_batch_size": 1}}  # the checkpoint's dtype, as profiled
-    loading = json.loads(json.dumps(config))
-    loading["model"] = LOADING_MODEL
-    loading["auto_scaling_config"]["keep_alive"] = 0
-
-    def send(client: httpx.Client, model: str, i: int) -> None:
-        body = {"model": model, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
-                "temperature": 1.0, "seed": i}
-        resp = client.post("/v1/completions", json=body)
-        if resp.status_code != 200:
-            raise RuntimeError(f"the calibration server refused request {i} to {model}: {resp.status_code} "
-                               f"{resp.text[:300]}")
-
-    with serve_in_thread(app) as url:
-        deploy(url, [config, loading] if host_bytes_per_s else [config])
-        with httpx.Client(base_url=url, timeout=600.0) as client:
-            for i in range(repeats + 1):
-                send(client, SERVING_MODEL, i)
-            if host_bytes_per_s:
-                for i in range(repeats + 1):
-                    send(client, LOADING_MODEL, i)
-                    # The released instance unloads off the request path: let it go before the next load.
-                    time.sleep(0.2)
-        records = fetch_records(url)
-    shutil.rmtree(store, ignore_errors=True)
-    load_s, load_fixed_s = _served_loads(records, profile.name, host_bytes_per_s) if host_bytes_per_s else (None, None)
-    warm = sorted((r for r in records["requests"] if r["model"] == SERVING_MODEL and r["status"] == "completed"),
-                  key=lambda r: r["arrival_s"])[1:]
+    models = {SERVING_MODEL: (profile.path, 3600.0)}
+    rounds = [[SERVING_MODEL]] * (repeats + 1)
+    records = _serve(models, rounds, device, work, prompt_tokens, decode_tokens, gpu, 4 * profile.weights_bytes)
+    load_s = load_fixed_s = None
+    if host_bytes_per_s:
+        # The released instance unloads off the request path: a pause lets it go before the next load.
+        loads = _serve({LOADING_MODEL: (profile.path, 0.0)}, [[LOADING_MODEL]] * (repeats + 1), device, work,
+                       prompt_tokens, decode_tokens, gpu, 4 * profile.weights_bytes, pause_s=0.2)
+        load_s, load_fixed_s = _served_loads(loads, profile.name, host_bytes_per_s)
+    warm = _warm_requests(records, SERVING_MODEL)
     if len(warm) < 2:
         raise RuntimeError(f"the calibration server completed only {len(warm)} warm request(s)")
     ttft = [r["first_token_s"] - r["arrival_s"] for r in warm]
     modelled = [fit.prefill_s(profile.num_params, int(r["input_tokens"]), profile.weights_bytes, profile.num_layers)
                 for r in warm]
-    steps = [(r["finish_s"] - r["first_token_s"]) / (r["output_tokens"] - 1) for r in warm if r["output_tokens"] > 1]
+    steps = _steps(warm)
     name = profile.name
     return ServingProfile(
         name=name, weights_bytes=profile.weights_bytes,
@@ -716,44 +734,12 @@ def measure_served_steps(profiles: Sequence[ModelProfile], device: str, work: Pa
     loop, and the server's threads share the interpreter — by 10–30 % on the 2-core VM this was
     written on (val-tiny 4.0 → 4.9 ms, val-small 12.0 → 13.3 ms), and the live runs pay it.
     """
-    import httpx
-
-    from live.server import create_app, serve_in_thread
-    from sllmsim.config.hardware import parse_hardware
-    from sllmsim.fidelity.replay import deploy, fetch_records, prompt_text
-
-    total = sum(p.weights_bytes for p in profiles)
-    room = size_text(2 * total + _GiB)
-    node = {"host_size": room, "host_bandwidth": "1GB/s", "disk_size": room, "disk_bandwidth": "1GB/s", "network_bandwidth": "1Gbps", "num_gpus": len(profiles), "gpu": gpu}
-    cluster = parse_hardware({"0": node}, source="calibration server")
-    store = work / "steps-store"
-    app = create_app(cluster, store, devices={"0": device}, plots=False)
     names = {f"calibrate-steps-{i}": p for i, p in enumerate(profiles)}
-    configs = [{"model": name, "backend": "transformers", "num_gpus": 1,
-                "auto_scaling_config": {"metric": "concurrency", "target": 1, "min_instances": 0, "max_instances": 1,
-                                        "keep_alive": 3600},
-                "placement_config": {"local_disk": ["0"]},
-                "backend_config": {"pretrained_model_name_or_path": str(Path(p.path).resolve()), "torch_dtype": "auto",
-                                   "max_batch_size": 1}} for name, p in names.items()]
-    with serve_in_thread(app) as url:
-        deploy(url, configs)
-        with httpx.Client(base_url=url, timeout=600.0) as client:
-            for i in range(repeats + 1):
-                for name in names:
-                    body = {"model": name, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
-                            "temperature": 1.0, "seed": i}
-                    resp = client.post("/v1/completions", json=body)
-                    if resp.status_code != 200:
-                        raise RuntimeError(f"the calibration server refused request {i} to {name}: "
-                                           f"{resp.status_code} {resp.text[:300]}")
-        records = fetch_records(url)
-    shutil.rmtree(store, ignore_errors=True)
+    records = _serve({name: (p.path, 3600.0) for name, p in names.items()}, [list(names)] * (repeats + 1), device,
+                     work, prompt_tokens, decode_tokens, gpu, 2 * sum(p.weights_bytes for p in profiles))
     out = {}
     for name, p in names.items():
-        warm = sorted((r for r in records["requests"] if r["model"] == name and r["status"] == "completed"),
-                      key=lambda r: r["arrival_s"])[1:]
-        steps = [(r["finish_s"] - r["first_token_s"]) / (r["output_tokens"] - 1)
-                 for r in warm if r["output_tokens"] > 1]
+        steps = _steps(_warm_requests(records, name))
         if not steps:
             raise RuntimeError(f"{p.name}: no served request decoded more than one token")
         out[p.name] = _sample("decode_step_s", f"{p.name}: decode step, served", "s", steps,
