@@ -4,7 +4,8 @@ The simulator gets the same inputs the live server saw, so that what remains is 
 error: the calibrated hardware JSON instead of the trace's, each checkpoint's size as stored live
 (the tiny models are not in the catalog) and its depth (the per-layer fixed costs need it), each
 request's arrival as the live server recorded it (client send jitter included) and its token counts
-as live mode tokenized and generated them, and ``loading: sequential`` — live mode finishes each tier's copy before it starts the next.
+as live mode tokenized and generated them, and ``loading: sequential`` — live mode finishes each
+tier's copy before it starts the next.
 """
 
 from __future__ import annotations
