@@ -731,7 +731,7 @@ def measure_served_steps(profiles: Sequence[ModelProfile], device: str, work: Pa
     Every model is deployed on one node with a GPU each, so all stay loaded; the requests go round the
     models ``repeats + 1`` times and the first round, which loads them, is not counted. Serving costs
     more per token than the generation loop alone — the worker thread hands every token to the event
-    loop, and the server's threads share the interpreter — by 10–30 % on the 2-core VM this was
+    loop, and the server's threads share the interpreter — by up to 27 % on the 2-core VM this was
     written on (val-tiny 4.0 → 4.9 ms, val-small 12.0 → 13.3 ms), and the live runs pay it.
     """
     names = {f"calibrate-steps-{i}": p for i, p in enumerate(profiles)}
