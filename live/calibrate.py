@@ -26,10 +26,11 @@ the spread is reported next to the median:
 * **execution speed** — per model: prefill of a prompt of ``prompt_tokens`` tokens timed inside
   :func:`live.generation.generate`, and the decode steps after it (the mean gap between tokens) as
   live mode's server delivers them (:func:`measure_served_steps`; the steps timed in the generation
-  loop alone are kept as ``direct_decode_step_s``). The simulator prices a forward pass at ``forward_overhead_s +
-  L · forward_overhead_per_layer_s + max(2·P·T / FLOPs, W / B)`` (:mod:`sllmsim.sim.roofline` plus the
-  node's fixed per-pass costs), so the decode steps of models of different widths and depths are fitted
-  with ``forward_overhead_s + L · forward_overhead_per_layer_s + W / B`` (:func:`fit_forward_passes`:
+  loop alone are kept as ``direct_decode_step_s``). The simulator prices a forward pass at
+  ``forward_overhead_s + L · forward_overhead_per_layer_s + max(2·P·T / FLOPs, W / B)``
+  (:mod:`sllmsim.sim.roofline` plus the node's fixed per-pass costs), so the decode steps of models of
+  different widths and depths are fitted with ``forward_overhead_s + L · forward_overhead_per_layer_s
+  + W / B`` (:func:`fit_forward_passes`:
   the fixed cost is the framework's work per pass — Python, one dispatch per operator and a dozen
   operators per layer — which dominates small models), and ``gpu_flops`` prices each prefill on top of
   the same fixed cost. The probe models vary width and depth independently so that the two fixed terms
@@ -50,12 +51,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import platform
 import shutil
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -72,9 +71,10 @@ from sllmsim.config.hardware import GPU_TYPES
 from sllmsim.errors import ConfigError
 from sllmsim.fidelity.pagecache import drop_file, drop_tree
 from sllmsim.fidelity.pass_fit import FULL_FIT, LoadFit, PassFit, fit_construction, fit_forward_passes
+from sllmsim.units import rate_text, size_text
 
 __all__ = ["Calibration", "LoadFit", "Measurement", "ModelProfile", "PassFit", "calibrate", "fit_construction",
-           "fit_forward_passes"]
+           "fit_forward_passes", "rate_text", "size_text"]
 
 _MiB = 1024**2
 _GiB = 1024**3
@@ -196,21 +196,6 @@ class Calibration:
         return fit_forward_passes(self.models)
 
     @property
-    def gpu_flops(self) -> float:
-        """FLOP/s of the fit: prefills priced on top of the per-pass fixed cost."""
-        return self.fit.flops_per_s
-
-    @property
-    def gpu_memory_bytes_per_s(self) -> float:
-        """Memory bandwidth of the fit: one over the slope of the decode steps against the weights."""
-        return self.fit.memory_bytes_per_s
-
-    @property
-    def forward_overhead_s(self) -> float:
-        """Fixed seconds of every forward pass: the intercept of the decode steps' fit."""
-        return self.fit.forward_overhead_s
-
-    @property
     def request_overhead_s(self) -> float | None:
         """Median over warm served requests of TTFT minus the modelled prefill (0 when negative:
         the server then costs less than the fit's own error); None when serving was not measured."""
@@ -263,22 +248,6 @@ class Calibration:
         if self.request_overhead_s is not None:
             node["request_overhead_s"] = round(self.request_overhead_s, 5)
         return {str(n): dict(node) for n in node_ids}
-
-
-def _geomean(values: Sequence[float]) -> float:
-    return float(math.exp(statistics.fmean(math.log(v) for v in values)))
-
-
-def size_text(nbytes: int) -> str:
-    """A size in the hardware JSON's binary units: whole GB where it is one, else whole MB (rounded down)."""
-    if nbytes % _GiB == 0:
-        return f"{nbytes // _GiB}GB"
-    return f"{max(nbytes // _MiB, 1)}MB"
-
-
-def rate_text(bytes_per_s: float) -> str:
-    """A bandwidth in the hardware JSON's units (binary MB/s), to four significant digits."""
-    return f"{float(f'{bytes_per_s / _MiB:.4g}'):g}MB/s"
 
 
 def gpu_type_for(device: str, device_name: str) -> str:

@@ -69,6 +69,18 @@ def parse_bandwidth_bytes_per_s(value: object) -> float:
     )
 
 
+def size_text(nbytes: int) -> str:
+    """A size in the hardware JSON's binary units: whole GB where it is one, else whole MB (rounded down)."""
+    if nbytes % 1024**3 == 0:
+        return f"{nbytes // 1024**3}GB"
+    return f"{max(nbytes // 1024**2, 1)}MB"
+
+
+def rate_text(bytes_per_s: float) -> str:
+    """A bandwidth in the hardware JSON's units (binary MB/s), to four significant digits."""
+    return f"{float(f'{bytes_per_s / 1024**2:.4g}'):g}MB/s"
+
+
 def format_bytes(n_bytes: float) -> str:
     """Human-readable binary size, e.g. ``4.94 GiB``."""
     value = float(n_bytes)

@@ -26,12 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sllmsim.fidelity.pass_fit import fit_construction, fit_forward_passes
-
-_MiB = 1024**2
-
-
-def _rate(bytes_per_s: float) -> str:
-    return f"{float(f'{bytes_per_s / _MiB:.4g}'):g}MB/s"
+from sllmsim.units import rate_text
 
 
 def _models(side: dict, samples: dict[str, dict[str, list[float]]] | None = None, zero_layers: bool = False):
@@ -50,7 +45,7 @@ def _models(side: dict, samples: dict[str, dict[str, list[float]]] | None = None
 def _forward(fit) -> dict:
     return {"forward_overhead_s": round(fit.forward_overhead_s, 6),
             "forward_overhead_per_layer_s": round(fit.forward_overhead_per_layer_s, 7),
-            "gpu_memory_bandwidth": _rate(fit.memory_bytes_per_s), "gpu_flops": float(f"{fit.flops_per_s:.4g}")}
+            "gpu_memory_bandwidth": rate_text(fit.memory_bytes_per_s), "gpu_flops": float(f"{fit.flops_per_s:.4g}")}
 
 
 def _write(path: Path, hardware: dict, change: dict) -> None:
@@ -93,8 +88,8 @@ def pool(out: Path, folders: list[Path]) -> None:
     request = float(np.median([x for side in sides for x in side["serving"]["request_overhead_s"]["samples"]]))
     change = dict(_forward(fit), load_overhead_s=round(load_s, 5),
                   load_overhead_per_layer_s=round(load.load_overhead_per_layer_s, 6),
-                  disk_bandwidth=_rate(pooled("disk_read_bytes_per_s")),
-                  host_bandwidth=_rate(pooled("host_to_device_bytes_per_s")), request_overhead_s=round(max(0.0, request), 5))
+                  disk_bandwidth=rate_text(pooled("disk_read_bytes_per_s")),
+                  host_bandwidth=rate_text(pooled("host_to_device_bytes_per_s")), request_overhead_s=round(max(0.0, request), 5))
     _write(out, json.loads((folders[0] / "machine.json").read_text()), change)
     print(json.dumps(change, indent=1), f"\n{fit.method}; {load.method}; samples per probe: "
           f"{sorted({len(s['decode_step_s']) for s in samples.values()})}")
