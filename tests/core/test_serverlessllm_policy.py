@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,17 @@ def test_storage_aware_deviates_and_serverlessllm_does_not(name):
 def test_the_pinned_deviations_are_what_the_reference_does(tmp_path):
     expected = reference_rankings([snapshot for snapshot, _, _ in DEVIATIONS.values()], tmp_path)
     assert expected == [reference for _, _, reference in DEVIATIONS.values()]
+
+
+def test_fixed_load_costs_are_priced_by_storage_aware_only():
+    # 0.8.0's estimate has no fixed term; storage_aware adds the node's calibrated load costs.
+    model, cluster = views(_snapshot(_node("0", disk=[MODEL])))
+    cluster = ClusterView(tuple(replace(n, load_overhead_s=0.25, load_overhead_per_layer_s=0.125)
+                                for n in cluster.nodes))
+    model = replace(model, num_layers=2)
+    for policy, estimate in (("storage_aware", 1.5), ("serverlessllm", 1.0)):
+        assert [(o.node_id, o.estimate_s) for o in make_placement_policy(policy).rank(model, cluster)] \
+            == [("0", estimate)]
 
 
 TARGETED = _snapshot(_node("0", disk=[MODEL], host=[MODEL]), _node("1", disk=[MODEL]))
