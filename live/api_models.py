@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: ``max_tokens`` when a chat request gives none. The OpenAI API generates up to the context length;
 #: a random-weight test model rarely emits its end token, so an explicit cap keeps replies bounded.
@@ -201,9 +201,37 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+    models: list[ModelCard]
+    """The same cards again: ServerlessLLM's server answers ``GET /v1/models`` with a ``models`` list,
+    and its ``sllm status`` reads that key."""
 
 
 class DeleteRequest(_Strict):
-    """``POST /delete``: deployment names (or their ``pretrained_model_name_or_path``) to delete."""
+    """``POST /delete``: deployment names (or their ``pretrained_model_name_or_path``) to delete.
 
-    models: list[str] = Field(min_length=1)
+    Either ``{"models": [...]}`` (``sllmsim delete``) or ``{"model": NAME}`` (ServerlessLLM's
+    ``sllm delete``, which posts once per model). The reference's ``lora_adapters`` (delete only
+    those adapters of the model) is refused: live mode serves no LoRA adapters.
+    """
+
+    models: list[str] | None = Field(default=None, min_length=1)
+    model: str | None = Field(default=None, min_length=1)
+    lora_adapters: dict[str, str] | list[str] | None = None
+
+    @field_validator("lora_adapters")
+    @classmethod
+    def _no_adapters(cls, value: dict[str, str] | list[str] | None) -> None:
+        if value is not None:
+            raise ValueError("live mode serves no LoRA adapters, so it has none to delete; "
+                             "omit lora_adapters to delete the model itself")
+        return value
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> DeleteRequest:
+        if (self.models is None) == (self.model is None):
+            raise ValueError("expected either 'model' (one name) or 'models' (a list of names)")
+        return self
+
+    def names(self) -> list[str]:
+        """The names to delete, in the order given."""
+        return list(self.models) if self.models is not None else [self.model]

@@ -6,8 +6,9 @@ Routes:
   server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``), ``GET /v1/models``;
 - ``GET /health`` (never needs the API key), ``GET /metrics`` (Prometheus text);
 - management, used by ``sllmsim deploy/update/delete/status``: ``POST /register`` and ``POST /update``
-  (body: a deploy config exactly as the spec's files), ``POST /delete`` (``{"models": [...]}``,
-  answers once the models are drained), ``GET /status``;
+  (body: a deploy config exactly as the spec's files), ``POST /delete`` (``{"models": [...]}``, or
+  ``{"model": NAME}`` as ServerlessLLM's ``sllm delete`` posts; answers once the models are drained),
+  ``GET /status``; ``GET /v1/models`` also lists the models under ``models``, which ``sllm status`` reads;
 - ``GET /records``: the run's request and phase records (shared format, seconds since server start).
 
 Errors use OpenAI's body (``{"error": {"message", "type", "param", "code"}}``): 400 for malformed
@@ -237,7 +238,8 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
     @app.get("/v1/models")
     async def list_models(request: Request) -> ModelList:
         created = int(time.time())
-        return ModelList(data=[ModelCard(id=name, created=created) for name in ctl(request).deployed_models()])
+        cards = [ModelCard(id=name, created=created) for name in ctl(request).deployed_models()]
+        return ModelList(data=cards, models=cards)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
@@ -286,7 +288,7 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
 
     @app.post("/delete")
     async def delete(body: DeleteRequest, request: Request) -> dict:
-        return {"deleted": await ctl(request).delete(body.models)}
+        return {"deleted": await ctl(request).delete(body.names())}
 
     @app.get("/status")
     async def status(request: Request) -> dict:

@@ -61,4 +61,5 @@ def resolve(kind: str, name: str) -> type:
 def _load_builtins() -> None:
     # Importing the policy modules runs their @register decorators.
     importlib.import_module("sllmsim.core.placement")
+    importlib.import_module("sllmsim.core.serverlessllm")
     importlib.import_module("sllmsim.core.autoscale")

@@ -39,7 +39,8 @@ def _is_loopback(host: str) -> bool:
 @click.option("--api-key", default=None, envvar="SLLMSIM_API_KEY",
               help="Require 'Authorization: Bearer KEY' on every route but /health (env SLLMSIM_API_KEY).")
 @click.option("--scheduler", default="storage_aware", show_default=True,
-              help="Placement policy name (storage_aware, first_fit, random, round_robin or module:Class).")
+              help="Placement policy name (storage_aware, serverlessllm, first_fit, random, round_robin or "
+                   "module:Class).")
 @click.option("--enable-migration", is_flag=True, default=False,
               help="Let the storage-aware scheduler free the node that would start a model fastest by "
                    "live-migrating running requests to other nodes (token-based; streams continue).")

@@ -38,8 +38,8 @@ class _ConsoleLog(logging.Handler):
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed overriding the trace's `seed:` (it drives generated workloads and random placement).")
 @click.option("--scheduler", "placement", default=None, metavar="NAME",
-              help="Placement policy overriding the trace's `scheduler:` (storage_aware, first_fit, random, "
-                   "round_robin, ... or module:Class).")
+              help="Placement policy overriding the trace's `scheduler:` (storage_aware, serverlessllm, first_fit, "
+                   "random, round_robin, ... or module:Class).")
 @click.option("--quiet", "-q", is_flag=True,
               help="Print only the run folder's path: no scheduler log, progress bar or summary.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (the CSVs and summary.json are still written).")
