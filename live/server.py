@@ -18,6 +18,7 @@ JSON or an invalid deploy config, 422 for a request field of the wrong shape (``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -178,6 +179,49 @@ async def _start(controller: Controller, model: str, request: GenerationRequest
     return ticket, events, first.prompt_tokens
 
 
+class _ClientGone(Exception):
+    """The client closed its connection before the answer was ready."""
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    """Return when the client disconnects.
+
+    Called once the body has been read: the server's ``receive`` then yields nothing but the
+    ``http.disconnect`` message (a non-streaming handler is not told otherwise).
+    """
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_client_leaves(request: Request, work):
+    """Await the coroutine ``work``, cancelling it when the client disconnects first.
+
+    Cancelling is how a request is abandoned in every state: queued or waiting for a cold start
+    (:meth:`Controller.admit` takes it off the queue), prefilling or decoding (closing the worker's
+    event stream stops the generation at its next token and frees the slot); either way it is
+    recorded as failed with the reason. Raises :class:`_ClientGone`.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            if watcher.done():
+                raise _ClientGone()
+        watcher.cancel()
+    return task.result()
+
+
+#: What a handler answers to a client that has gone (nobody reads it; nginx's "client closed request").
+_CLIENT_GONE_STATUS = 499
+
+
 def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str, str] | None = None,
                api_key: str | None = None, placement: str = "storage_aware", run_dir: str | Path | None = None,
                plots: bool = True, enable_migration: bool = False, reclaim_idle: bool = False) -> FastAPI:
@@ -241,40 +285,17 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        controller = ctl(request)
-        gen = GenerationRequest(params=_sampling(body),
-                                messages=tuple({"role": m.role, "content": m.text()} for m in body.messages))
-        ticket, events, prompt_tokens = await _start(controller, body.model, gen)
-        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if body.stream:
-            return StreamingResponse(_chat_stream(events, body, rid, created, prompt_tokens),
-                                     media_type="text/event-stream")
-        output = await _drain(events)
-        return ChatCompletion(
-            id=rid, created=created, model=body.model,
-            choices=[ChatChoice(message=AssistantMessage(content=output.text),
-                                finish_reason=_finish_reason(output.finish_reason))],
-            usage=Usage(prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens,
-                        total_tokens=output.prompt_tokens + output.completion_tokens),
-        )
+        try:
+            return await _unless_client_leaves(request, _chat(ctl(request), body))
+        except _ClientGone:
+            return Response(status_code=_CLIENT_GONE_STATUS)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        controller = ctl(request)
-        gen = GenerationRequest(params=_sampling(body), prompt=body.prompt_text())
-        ticket, events, prompt_tokens = await _start(controller, body.model, gen)
-        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        prefix = body.prompt_text() if body.echo else ""
-        if body.stream:
-            return StreamingResponse(_completion_stream(events, body, rid, created, prompt_tokens, prefix),
-                                     media_type="text/event-stream")
-        output = await _drain(events)
-        return Completion(
-            id=rid, created=created, model=body.model,
-            choices=[CompletionChoice(text=prefix + output.text, finish_reason=_finish_reason(output.finish_reason))],
-            usage=Usage(prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens,
-                        total_tokens=output.prompt_tokens + output.completion_tokens),
-        )
+        try:
+            return await _unless_client_leaves(request, _completion(ctl(request), body))
+        except _ClientGone:
+            return Response(status_code=_CLIENT_GONE_STATUS)
 
     @app.post("/register")
     async def register(request: Request, config: dict = Body(...)) -> dict:
@@ -304,6 +325,42 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
         return Response(content=payload, media_type=content_type)
 
     return app
+
+
+async def _chat(controller: Controller, body: ChatCompletionRequest):
+    gen = GenerationRequest(params=_sampling(body),
+                            messages=tuple({"role": m.role, "content": m.text()} for m in body.messages))
+    ticket, events, prompt_tokens = await _start(controller, body.model, gen)
+    rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        # From here Starlette's streaming response watches for the disconnect and closes the stream.
+        return StreamingResponse(_chat_stream(events, body, rid, created, prompt_tokens),
+                                 media_type="text/event-stream")
+    output = await _drain(events)
+    return ChatCompletion(
+        id=rid, created=created, model=body.model,
+        choices=[ChatChoice(message=AssistantMessage(content=output.text),
+                            finish_reason=_finish_reason(output.finish_reason))],
+        usage=Usage(prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens,
+                    total_tokens=output.prompt_tokens + output.completion_tokens),
+    )
+
+
+async def _completion(controller: Controller, body: CompletionRequest):
+    gen = GenerationRequest(params=_sampling(body), prompt=body.prompt_text())
+    ticket, events, prompt_tokens = await _start(controller, body.model, gen)
+    rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    prefix = body.prompt_text() if body.echo else ""
+    if body.stream:
+        return StreamingResponse(_completion_stream(events, body, rid, created, prompt_tokens, prefix),
+                                 media_type="text/event-stream")
+    output = await _drain(events)
+    return Completion(
+        id=rid, created=created, model=body.model,
+        choices=[CompletionChoice(text=prefix + output.text, finish_reason=_finish_reason(output.finish_reason))],
+        usage=Usage(prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens,
+                    total_tokens=output.prompt_tokens + output.completion_tokens),
+    )
 
 
 async def _drain(events: AsyncIterator):
