@@ -106,6 +106,9 @@ class ChatCompletionRequest(_SamplingFields):
     def max_new_tokens(self) -> int:
         return self.max_completion_tokens or self.max_tokens or DEFAULT_CHAT_MAX_TOKENS
 
+    def max_tokens_given(self) -> bool:
+        return self.max_completion_tokens is not None or self.max_tokens is not None
+
 
 class CompletionRequest(_SamplingFields):
     """``POST /v1/completions``: one text prompt (a list holding one string is accepted too)."""
@@ -127,6 +130,9 @@ class CompletionRequest(_SamplingFields):
 
     def max_new_tokens(self) -> int:
         return self.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS
+
+    def max_tokens_given(self) -> bool:
+        return self.max_tokens is not None
 
 
 class Usage(BaseModel):

@@ -76,6 +76,11 @@ logger = logging.getLogger("sllmsim.live")
 #: File under the storage folder where deployments are kept across restarts.
 DEPLOYMENTS_FILE = "deployments.json"
 _DEPLOYMENTS_VERSION = 1
+#: Largest ``backend_config.max_batch_size``: each running request holds a thread and a KV cache.
+MAX_BATCH_SIZE = 256
+#: Largest ``auto_scaling_config.max_instances`` (more than any cluster here can hold; a bound so that
+#: a mistyped number is an error rather than an unbounded plan).
+MAX_INSTANCES = 1024
 
 
 class UnknownModelError(SllmsimError):
@@ -301,6 +306,18 @@ class Controller:
         most = max((n.num_gpus for n in allowed), default=0)
         if cfg.num_gpus > most:
             raise ConfigError(src, "num_gpus", f"{cfg.num_gpus} GPUs per instance, but the allowed nodes have at most {most}")
+        if cfg.backend_config.max_batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(src, "backend_config.max_batch_size",
+                              f"at most {MAX_BATCH_SIZE} requests per instance, got {cfg.backend_config.max_batch_size}")
+        asc = cfg.auto_scaling_config
+        if asc.max_instances > MAX_INSTANCES:
+            raise ConfigError(src, "auto_scaling_config.max_instances",
+                              f"at most {MAX_INSTANCES} instances per model, got {asc.max_instances}")
+        room = sum(n.num_gpus // cfg.num_gpus for n in allowed)
+        if asc.min_instances > room:
+            raise ConfigError(src, "auto_scaling_config.min_instances",
+                              f"{asc.min_instances} instances of {cfg.num_gpus} GPU(s) each must always run, but the "
+                              f"allowed nodes hold at most {room}")
 
     async def _prepare_checkpoint(self, cfg: DeployConfig, store_key: str | None) -> tuple[str, int]:
         """The store key of the deployment's checkpoint and its size in bytes.

@@ -135,6 +135,65 @@ class _CollapseSlashes:
         await self.app(scope, receive, send)
 
 
+#: Default ``max_body_bytes``: far above any prompt a served context can take (a 128k-token context
+#: is about 0.5 MB of text), far below what parsing costs real memory (a 100 MB body took ~10 GB).
+DEFAULT_MAX_BODY_BYTES = 8 * 1024**2
+
+
+async def _send_json(send, status: int, content: dict) -> None:
+    body = json.dumps(content).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 before it is parsed.
+
+    A declared ``Content-Length`` over the limit is refused without reading anything; a chunked body
+    is read up to the limit and refused as soon as it passes it (then replayed to the app when it fits).
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, what: str) -> dict:
+        return {"error": {"message": f"the request body is {what}; this server accepts at most {self.max_bytes} "
+                                     "bytes (sllmsim live --max-body-bytes)",
+                          "type": "invalid_request_error", "param": None, "code": "body_too_large"}}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                length = -1
+            if length > self.max_bytes:
+                return await _send_json(send, 413, self._too_large(f"{length} bytes"))
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                chunks.append(message)
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await _send_json(send, 413, self._too_large(f"over {self.max_bytes} bytes"))
+            chunks.append(message)
+            if not message.get("more_body", False):
+                break
+        pending = iter(chunks)
+
+        async def replay():
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)
+
+
 def _auth_dependency(api_key: str | None):
     async def check(request: Request) -> None:
         if api_key is None or request.url.path in _OPEN_PATHS:
@@ -150,7 +209,7 @@ def _auth_dependency(api_key: str | None):
 
 def _sampling(req: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
     return SamplingParams(max_tokens=req.max_new_tokens(), temperature=req.temperature, top_p=req.top_p,
-                          seed=req.seed, stop=req.stop_sequences())
+                          seed=req.seed, stop=req.stop_sequences(), max_tokens_given=req.max_tokens_given())
 
 
 def _sse(payload: dict | str) -> str:
@@ -224,13 +283,16 @@ _CLIENT_GONE_STATUS = 499
 
 def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str, str] | None = None,
                api_key: str | None = None, placement: str = "storage_aware", run_dir: str | Path | None = None,
-               plots: bool = True, enable_migration: bool = False, reclaim_idle: bool = False) -> FastAPI:
+               plots: bool = True, enable_migration: bool = False, reclaim_idle: bool = False,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The live server's ASGI app. Nodes, store and controller are built when the app starts.
 
     ``placement``, ``enable_migration`` and ``reclaim_idle`` are the scheduler config: the placement
     policy's name, whether it may free a node by live-migrating running requests (storage-aware
     only), and whether a model that finds no free slot may take the slots of idle instances of other
     models before their keep-alive ends (default: they keep them, as the reference does).
+
+    A request body over ``max_body_bytes`` is answered 413 without being parsed.
 
     With ``run_dir``, the run's records are written there as a run folder (as ``sllmsim run`` writes,
     :func:`sllmsim.output.write_run_folder`) when the server stops.
@@ -268,6 +330,7 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
                 logger.info("wrote the run's records to %s", run_dir)
 
     app = FastAPI(title="sllmsim live", lifespan=lifespan, dependencies=[Depends(_auth_dependency(api_key))])
+    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(_CollapseSlashes)
     _install_error_handlers(app)
 

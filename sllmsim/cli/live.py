@@ -47,13 +47,16 @@ def _is_loopback(host: str) -> bool:
               help="When no node has a free GPU slot for a model, release idle instances of other models "
                    "(longest idle first) before their keep-alive ends. Default: an idle instance keeps its "
                    "slot for its whole keep_alive, as in the reference system.")
+@click.option("--max-body-bytes", default=8 * 1024**2, show_default=True, type=click.IntRange(1024),
+              help="Largest request body accepted (bytes); a larger one is answered 413 without being read.")
 @click.option("--out", "run_dir", default=None, type=click.Path(file_okay=False),
               help="When the server stops, write the run's records there as a run folder (requests.csv, "
                    "instances.csv, summary.json, plots), comparable with a simulated run.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
-         scheduler: str, enable_migration: bool, reclaim_idle: bool, run_dir: str | None, log_level: str) -> None:
+         scheduler: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int, run_dir: str | None,
+         log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
     cluster = load_hardware(hardware_config)
 
@@ -81,6 +84,6 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
     app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
-                     enable_migration=enable_migration, reclaim_idle=reclaim_idle)
+                     enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
