@@ -11,7 +11,7 @@ Routes:
 - ``GET /records``: the run's request and phase records (shared format, seconds since server start).
 
 Errors use OpenAI's body (``{"error": {"message", "type", "param", "code"}}``): 400 for malformed
-JSON or an invalid deploy config, 422 for a request field of the wrong shape (``param`` names it),
+JSON, an invalid deploy config or a request field of the wrong type or range (``param`` names it),
 401 for a missing or wrong API key, 404 for a model that is not deployed (listing those that are),
 409 for a deploy conflict, 500 when the model failed to load (with the reason).
 """
@@ -71,8 +71,12 @@ def _error(status: int, message: str, type_: str, param: str | None = None, code
                         content={"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
+#: Union-member tags pydantic puts in an error's location (``function-after[...]``, ``list[...]``, ``str``).
+_UNION_TAG = re.compile(r".*[\[(].*|str|int|float|bool|list|dict|none")
+
+
 def _field_path(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+    parts = [str(p) for p in loc if p != "body" and not (isinstance(p, str) and _UNION_TAG.fullmatch(p))]
     return ".".join(parts) or "body"
 
 
@@ -87,7 +91,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         param = _field_path(tuple(first.get("loc", ())))
         problems = "; ".join(f"{_field_path(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors)
-        return _error(422, f"invalid request: {problems}", "invalid_request_error", param, "invalid_field")
+        return _error(400, f"invalid request: {problems}", "invalid_request_error", param, "invalid_field")
 
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> JSONResponse:
@@ -120,6 +124,40 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.headers:
             response.headers.update(exc.headers)
         return response
+
+
+class _JsonErrors:
+    """ASGI middleware: an unexpected error becomes OpenAI's JSON error body (500), logged with its
+    traceback, and the connection stays usable.
+
+    It sits inside Starlette's ``ServerErrorMiddleware``, which would answer ``text/plain`` and
+    re-raise, making uvicorn drop the keep-alive connection (the client's next request was reset).
+    An error after the response started (a stream) cannot change the status; the stream generators
+    end such a stream with an error event and ``data: [DONE]`` themselves.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            logger.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await _send_json(send, 500, {"error": {
+                    "message": "internal server error (the server's log has the details)",
+                    "type": "server_error", "param": None, "code": "internal_error"}})
 
 
 class _CollapseSlashes:
@@ -215,6 +253,16 @@ def _sampling(req: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
 def _sse(payload: dict | str) -> str:
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return f"data: {data}\n\n"
+
+
+def _stream_error(exc: Exception) -> str:
+    """The error event that ends a stream which failed after its headers were sent."""
+    if isinstance(exc, SllmsimError):
+        message = str(exc)
+    else:
+        logger.error("a stream failed: %r", exc, exc_info=exc)
+        message = "internal server error (the server's log has the details)"
+    return _sse({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
 
 
 def _finish_reason(reason: str) -> str:
@@ -330,6 +378,7 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
                 logger.info("wrote the run's records to %s", run_dir)
 
     app = FastAPI(title="sllmsim live", lifespan=lifespan, dependencies=[Depends(_auth_dependency(api_key))])
+    app.add_middleware(_JsonErrors)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(_CollapseSlashes)
     _install_error_handlers(app)
@@ -455,8 +504,8 @@ async def _chat_stream(events: AsyncIterator, body: ChatCompletionRequest, rid: 
                                       total_tokens=out.prompt_tokens + out.completion_tokens)
                         yield _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=[],
                                                        usage=usage).model_dump(exclude_none=True))
-        except SllmsimError as exc:  # headers are sent: report in-band, as OpenAI streams do
-            yield _sse({"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}})
+        except Exception as exc:  # headers are sent: report in-band, as OpenAI streams do
+            yield _stream_error(exc)
         yield _sse("[DONE]")
 
 
@@ -485,8 +534,8 @@ async def _completion_stream(events: AsyncIterator, body: CompletionRequest, rid
                                                     completion_tokens=out.completion_tokens,
                                                     total_tokens=out.prompt_tokens + out.completion_tokens),
                                     choices=False)
-        except SllmsimError as exc:
-            yield _sse({"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}})
+        except Exception as exc:
+            yield _stream_error(exc)
         yield _sse("[DONE]")
 
 

@@ -102,3 +102,80 @@ def test_deploy_fields_that_size_resources_are_bounded(url, tiny_model_dir, sect
                               timeout=60), 400)
     assert error["param"] == f"{section}.{field}"
     assert f"bounded-{field}" not in [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]]
+
+
+# --- item 3: types as the API defines them --------------------------------------------------------
+
+@pytest.mark.parametrize("field, value", [
+    ("max_tokens", "5"), ("max_tokens", True), ("max_tokens", 5.0), ("temperature", "0.5"),
+    ("stream", "yes"), ("stream", 1), ("seed", "7"), ("top_p", True),
+])
+def test_fields_of_the_wrong_type_are_400_naming_the_field(url, field, value):
+    error = _error(_chat(url, **{field: value}), 400)
+    assert error["param"] == field and field in error["message"]
+
+
+def test_numbers_of_the_right_type_are_accepted(url):
+    reply = _chat(url, max_tokens=2, temperature=1, top_p=1, seed=-5, stream=False)
+    assert reply.status_code == 200, reply.text
+
+
+# --- item 4: no plain-text 500s -------------------------------------------------------------------
+
+def _raw_chat(client: httpx.Client, raw_body: str) -> httpx.Response:
+    return client.post("/v1/chat/completions", content=raw_body.encode(), headers={"content-type": "application/json"})
+
+
+def test_out_of_range_seed_and_lone_surrogate_are_400_and_the_connection_lives(url):
+    with httpx.Client(base_url=url, timeout=60) as client:
+        error = _error(client.post("/v1/chat/completions", json={"model": "opt-2.7b", "messages": MESSAGES,
+                                                                 "seed": 2**70, "max_tokens": 2}), 400)
+        assert error["param"] == "seed"
+        body = '{"model": "opt-2.7b", "max_tokens": 2, "messages": [{"role": "user", "content": "hi \\ud800"}]}'
+        error = _error(_raw_chat(client, body), 400)
+        assert error["param"] == "messages.0.content" and "surrogate" in error["message"]
+        body = '{"model": "opt-2.7b", "prompt": "\\udfff", "max_tokens": 2}'
+        error = _error(client.post("/v1/completions", content=body.encode(),
+                                   headers={"content-type": "application/json"}), 400)
+        assert error["param"] == "prompt"
+        # The next, valid request on the same keep-alive connection is answered.
+        assert client.post("/v1/chat/completions", json={"model": "opt-2.7b", "messages": MESSAGES,
+                                                         "max_tokens": 2}).status_code == 200
+
+
+def test_an_unexpected_error_is_a_json_500_and_the_connection_lives(url, monkeypatch):
+    from live.controller import Controller
+
+    def broken(self):
+        raise RuntimeError("an unforeseen bug")
+
+    monkeypatch.setattr(Controller, "status", broken)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        error = _error(client.get("/status"), 500)
+        assert error["type"] == "server_error" and "unforeseen" not in error["message"]
+        monkeypatch.undo()
+        assert client.get("/status").status_code == 200
+
+
+def test_a_stream_that_fails_midway_ends_with_an_error_event_and_done(url, monkeypatch):
+    from transformers import OPTForCausalLM
+
+    forward, calls = OPTForCausalLM.forward, []
+
+    def failing_forward(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("device lost")
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(OPTForCausalLM, "forward", failing_forward)
+    with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60,
+                      json={"model": "opt-2.7b", "messages": MESSAGES, "max_tokens": 50, "stream": True}) as r:
+        assert r.status_code == 200
+        events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert "error" in json.loads(events[-2])
+    monkeypatch.undo()
+    record = httpx.get(f"{url}/records").json()["requests"][-1]
+    assert record["status"] == "failed" and "device lost" in record["reason"]
+    assert _chat(url, max_tokens=2).status_code == 200
