@@ -26,6 +26,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_storage(storage: str) -> None:
+    """The store folder must be creatable and writable (checked before the server starts)."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=storage):
+            pass
+    except OSError as exc:
+        raise ConfigError("--storage", "", f"cannot use {storage!r} as the model store: "
+                          f"{exc.strerror or exc}") from None
+
+
 @click.command("live")
 @click.option("--hardware-config", "hardware_config", required=True, type=click.Path(dir_okay=False),
               help="Hardware JSON of the storage-aware scheduling spec (one entry per node).")
@@ -63,7 +77,10 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     from sllmsim.core.placement import make_placement_policy
 
     # An unknown policy name, or migration with a policy that cannot migrate, fails here, before anything starts.
-    make_placement_policy(scheduler)
+    try:
+        make_placement_policy(scheduler)
+    except TypeError as exc:  # a class that is not a placement policy
+        raise ConfigError("--scheduler", "", f"{scheduler!r} cannot be built as a placement policy: {exc}") from None
     if enable_migration:
         try:
             make_placement_policy(scheduler, enable_migration=True)
@@ -73,6 +90,7 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     from live.worker import default_devices, parse_devices
 
     node_devices = parse_devices(devices, cluster) if devices else default_devices(cluster)
+    _check_storage(storage)
     if api_key is not None and not api_key.strip():
         raise ConfigError("--api-key", "", "the API key must not be empty")
     if not _is_loopback(host) and api_key is None:
