@@ -58,8 +58,9 @@ class LiveRecorder:
 
     def new_request(self, model: str) -> RequestRecord:
         """A record for a request arriving now; ids count up from 0 per server."""
+        # "running" until the controller records how it ended (completed or failed).
         rec = RequestRecord(request_id=self._next_request_id, model=model, arrival_s=self.now_s(),
-                            input_tokens=0, output_tokens=0)
+                            input_tokens=0, output_tokens=0, status="running")
         self._next_request_id += 1
         self.requests.append(rec)
         return rec

@@ -80,7 +80,20 @@ def _field_path(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _hide_store_paths(storage_dir: Path):
+    """A function that writes the store's absolute path as ``<storage>`` in a message: error bodies go
+    to clients, who have no business knowing the server's file layout (the log keeps the full path)."""
+    roots = sorted({str(storage_dir), str(storage_dir.resolve()), str(storage_dir.absolute())}, key=len, reverse=True)
+
+    def hide(message: str) -> str:
+        for root in roots:
+            message = message.replace(root, "<storage>")
+        return message
+
+    return hide
+
+
+def _install_error_handlers(app: FastAPI, hide=lambda message: message) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -95,11 +108,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> JSONResponse:
-        return _error(400, str(exc), "invalid_request_error", exc.field or None, "invalid_config")
+        return _error(400, hide(str(exc)), "invalid_request_error", exc.field or None, "invalid_config")
 
     @app.exception_handler(GenerationInputError)
     async def _gen_input(request: Request, exc: GenerationInputError) -> JSONResponse:
-        return _error(400, str(exc), "invalid_request_error", exc.field, "invalid_prompt")
+        return _error(400, hide(str(exc)), "invalid_request_error", exc.field, "invalid_prompt")
 
     @app.exception_handler(UnknownModelError)
     async def _unknown(request: Request, exc: UnknownModelError) -> JSONResponse:
@@ -107,15 +120,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConflictError)
     async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
-        return _error(409, str(exc), "invalid_request_error", "model", "conflict")
+        return _error(409, hide(str(exc)), "invalid_request_error", "model", "conflict")
 
     @app.exception_handler(LoadFailedError)
     async def _load_failed(request: Request, exc: LoadFailedError) -> JSONResponse:
-        return _error(500, str(exc), "server_error", None, "model_load_failed")
+        return _error(500, hide(str(exc)), "server_error", None, "model_load_failed")
 
     @app.exception_handler(SllmsimError)
     async def _other(request: Request, exc: SllmsimError) -> JSONResponse:
-        return _error(400, str(exc), "invalid_request_error")
+        return _error(400, hide(str(exc)), "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -377,16 +390,20 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
                 write_run_folder(Path(run_dir), result, plots=plots)
                 logger.info("wrote the run's records to %s", run_dir)
 
-    app = FastAPI(title="sllmsim live", lifespan=lifespan, dependencies=[Depends(_auth_dependency(api_key))])
+    # FastAPI's generated docs are routes of their own, outside the API key's dependency: with a key
+    # they are off (they describe every route to whoever asks).
+    docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="sllmsim live", lifespan=lifespan, dependencies=[Depends(_auth_dependency(api_key))], **docs)
     app.add_middleware(_JsonErrors)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(_CollapseSlashes)
-    _install_error_handlers(app)
+    _install_error_handlers(app, _hide_store_paths(storage_dir))
+    app.state.hide_paths = _hide_store_paths(storage_dir)
 
     def ctl(request: Request) -> Controller:
         return request.app.state.controller
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health(request: Request) -> dict:
         return {"status": "ok", "models": len(ctl(request).deployed_models())}
 
