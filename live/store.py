@@ -86,6 +86,23 @@ def validate_model_name(name: object) -> str:
     return name
 
 
+def nested_name(root: Path, name: str) -> str | None:
+    """A model stored under ``root`` whose folder would nest with ``name``'s (``a`` and ``a/b``), if any.
+
+    Names are folders: had both been stored, removing ``a`` would delete ``a/b``'s files.
+    """
+    parts = PurePosixPath(name).parts
+    for depth in range(1, len(parts)):
+        if (root.joinpath(*parts[:depth]) / MANIFEST).exists():
+            return "/".join(parts[:depth])
+    folder = root.joinpath(*parts)
+    if folder.is_dir():
+        for manifest in folder.rglob(MANIFEST):
+            if manifest.parent != folder:
+                return manifest.parent.relative_to(root).as_posix()
+    return None
+
+
 def _under(root: Path, name: str) -> Path:
     path = root.joinpath(*PurePosixPath(validate_model_name(name)).parts)
     # Belt and braces: the name rules already forbid escaping, this guards against symlinked roots.
@@ -345,6 +362,12 @@ class StoreRegistry:
         src = source.path
         dst = self.import_path(model)
         with self._import_lock:
+            for root in (self.import_root, *(node.models_dir for node in self.nodes)):
+                other = nested_name(root, model)
+                if other is not None:
+                    raise InvalidModelNameError(
+                        f"model name {model!r} nests with {other!r}, which is in the store: one name may not "
+                        "be a folder prefix of another (their files would share folders)")
             if src.absolute() != dst.absolute():
                 check_checkpoint_folder(src)
                 if not self._import_is_current(src, dst, source):
