@@ -45,9 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
-import os
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -68,6 +66,7 @@ from live.generation import GenerationInputError, GenerationRequest
 from live.metrics_prom import GaugeState, LiveMetrics
 from live.migration import MIGRATING, RESUMING, MigrationSettings, RunningRequest, take_over
 from live.records import LiveRecorder
+from live.state_file import StateWriteError, read_state, write_state
 from live.store import StoreError, validate_model_name
 from live.worker import Finished, GenerationEvent, NodeWorker, Paused, PromptAccepted, TextDelta, WorkerError
 
@@ -242,12 +241,11 @@ class Controller:
         self._loop = asyncio.get_running_loop()
         self.recorder.capture_scheduler_log()
         path = self.storage_dir / DEPLOYMENTS_FILE
-        if not path.exists():
-            return
-        try:
-            saved = json.loads(path.read_text())["deployments"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.error("cannot read %s (%s); starting with no deployments", path, exc)
+        state = read_state(path)
+        saved = state.get("deployments") if state is not None else None
+        if not isinstance(saved, list):
+            if state is not None:
+                logger.error("%s holds no list of deployments; starting with none", path)
             return
         for entry in saved:
             raw = entry.get("config") if isinstance(entry, dict) else None
@@ -363,9 +361,13 @@ class Controller:
         depth = cfg.num_layers or await asyncio.to_thread(self.registry.model_layers, key) or model_depth(cfg) or 0
         dep = Deployment(config=cfg, raw=raw, store_key=key, size_bytes=size, num_layers=depth)
         self._deployments[cfg.model] = dep
-        self.deploy_history.append(deploy_config_to_dict(cfg))
         if persist:
-            self._persist()
+            try:
+                self._persist()
+            except StateWriteError:
+                del self._deployments[cfg.model]  # not live: a retry deploys it
+                raise
+        self.deploy_history.append(deploy_config_to_dict(cfg))
         logger.info("deployed %s (%s, %d bytes)", cfg.model, key, size)
         self._rescale(dep)  # starts min_instances, if any
         return self._model_status(dep)
@@ -388,10 +390,15 @@ class Controller:
             if before != after:
                 raise ConfigError(source, field_name, f"cannot change from {before!r} to {after!r} on a deployed "
                                   "model; delete it and deploy again")
+        before = dep.config, dep.raw
         dep.config = cfg
         dep.raw = raw
+        try:
+            self._persist()
+        except StateWriteError:
+            dep.config, dep.raw = before
+            raise
         self.deploy_history.append(deploy_config_to_dict(cfg))
-        self._persist()
         self._rescale(dep)
         return self._model_status(dep)
 
@@ -412,9 +419,15 @@ class Controller:
         Returns once every named deployment is gone. Nothing is deleted when a name is unknown.
         """
         deps = list(dict.fromkeys(self._find_for_delete(n) for n in names))
-        for dep in deps:
+        fresh = [dep for dep in deps if not dep.draining]
+        for dep in fresh:
             dep.draining = True
-        self._persist()
+        try:
+            self._persist()
+        except StateWriteError:
+            for dep in fresh:  # still deployed, still serving: a retry deletes them
+                dep.draining = False
+            raise
         for dep in deps:
             self._rescale(dep)
             self._check_drained(dep)
@@ -422,15 +435,12 @@ class Controller:
         return [dep.name for dep in deps]
 
     def _persist(self) -> None:
-        """Write the deployments (not those being deleted) atomically to the storage folder."""
+        """Write the deployments (not those being deleted) durably to the storage folder (the previous
+        state is kept); raises :class:`~live.state_file.StateWriteError`, the caller rolls back."""
         data = {"version": _DEPLOYMENTS_VERSION,
                 "deployments": [{"config": dep.raw, "store_key": dep.store_key}
                                 for dep in self._deployments.values() if not dep.draining]}
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
-        path = self.storage_dir / DEPLOYMENTS_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
+        write_state(self.storage_dir / DEPLOYMENTS_FILE, data)
 
     # --- requests -------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from live.api_models import (
 from live.controller import ConflictError, Controller, LoadFailedError, Ticket, UnknownModelError
 from live.generation import GenerationInputError, GenerationRequest, SamplingParams
 from live.records import LiveRecorder
+from live.state_file import StateWriteError
 from live.worker import Finished, LocalNodeWorker, TextDelta, default_devices
 
 logger = logging.getLogger("sllmsim.live")
@@ -121,6 +122,10 @@ def _install_error_handlers(app: FastAPI, hide=lambda message: message) -> None:
     @app.exception_handler(ConflictError)
     async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
         return _error(409, hide(str(exc)), "invalid_request_error", "model", "conflict")
+
+    @app.exception_handler(StateWriteError)
+    async def _state(request: Request, exc: StateWriteError) -> JSONResponse:
+        return _error(500, hide(str(exc)), "server_error", None, "state_write_failed")
 
     @app.exception_handler(LoadFailedError)
     async def _load_failed(request: Request, exc: LoadFailedError) -> JSONResponse:
@@ -345,7 +350,7 @@ _CLIENT_GONE_STATUS = 499
 def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str, str] | None = None,
                api_key: str | None = None, placement: str = "storage_aware", run_dir: str | Path | None = None,
                plots: bool = True, enable_migration: bool = False, reclaim_idle: bool = False,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, store_lock=None) -> FastAPI:
     """The live server's ASGI app. Nodes, store and controller are built when the app starts.
 
     ``placement``, ``enable_migration`` and ``reclaim_idle`` are the scheduler config: the placement
@@ -355,6 +360,10 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
 
     A request body over ``max_body_bytes`` is answered 413 without being parsed.
 
+    One server at a time uses a store: the app locks ``storage_dir`` when it starts (raising
+    :class:`~live.state_file.StoreLockedError` when another server holds it) unless the caller passes
+    the :class:`~live.state_file.StoreLock` it took already (``store_lock``, released when the app stops).
+
     With ``run_dir``, the run's records are written there as a run folder (as ``sllmsim run`` writes,
     :func:`sllmsim.output.write_run_folder`) when the server stops.
     """
@@ -362,6 +371,17 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from live.state_file import StoreLock
+
+        lock = store_lock or StoreLock(storage_dir)
+        try:
+            async with serving(app):
+                yield
+        finally:
+            lock.release()
+
+    @asynccontextmanager
+    async def serving(app: FastAPI):
         from live.store import StoreRegistry
 
         node_devices = devices or default_devices(cluster)

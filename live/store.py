@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 from sllmsim.catalog import config_num_layers
 from sllmsim.errors import SllmsimError
 
+from live.state_file import fsync_dir, write_bytes_durably
+
 if TYPE_CHECKING:
     from live.node_storage import NodeStorage
     from sllmsim.config.hardware import ClusterSpec
@@ -202,10 +204,11 @@ def copy_checkpoint(src: Path, dst: Path, bandwidth_bytes_per_s: float | None = 
                         time.sleep(wait_s)
                 if progress:
                     progress(done, total)
+            os.fsync(fout.fileno())  # on the disk before the manifest says the copy is complete
     manifest = {"files": {rel: (dst / rel).stat().st_size for rel in listing}, "source": str(src)}
     if source_stamp:
         manifest["source_mtime_ns"] = _source_stamp(src, listing)
-    (dst / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    write_bytes_durably(dst / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
     return done
 
 
@@ -217,6 +220,7 @@ def install_folder(tmp: Path, final: Path) -> None:
         trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         final.rename(trash)
     tmp.rename(final)
+    fsync_dir(final.parent)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
 

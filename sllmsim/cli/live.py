@@ -99,9 +99,12 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     import uvicorn
 
     from live.server import create_app
+    from live.state_file import StoreLock
+
+    store_lock = StoreLock(storage)  # a second server on the same store stops here, in one line
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
     app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
-                     enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes)
+                     enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes, store_lock=store_lock)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)

@@ -22,3 +22,93 @@ def test_removing_a_model_leaves_others_intact(spec_store, tiny_model_dir):
     spec_store.import_model("org/b", tiny_model_dir, ["0"])
     spec_store.remove_model("org/a")
     assert spec_store.is_imported("org/b") and "org/b" in spec_store.node("0").disk_models()
+
+
+# --- item 8: one server per store, state that survives --------------------------------------------
+
+import errno  # noqa: E402
+import json  # noqa: E402
+
+import httpx  # noqa: E402
+
+from live.server import create_app, serve_in_thread  # noqa: E402
+from live.state_file import StoreLock, StoreLockedError  # noqa: E402
+from sllmsim import cli  # noqa: E402
+from sllmsim.config.hardware import load_hardware  # noqa: E402
+
+from tests.live.test_server import HARDWARE, spec_config  # noqa: E402
+
+CPU = {"0": "cpu", "1": "cpu"}
+
+
+def _app(storage, **kw):
+    return create_app(load_hardware(HARDWARE), storage, devices=CPU, **kw)
+
+
+def test_a_second_server_on_the_same_store_does_not_start(tmp_path, capsys):
+    storage = tmp_path / "models"
+    with serve_in_thread(_app(storage)):
+        with pytest.raises(RuntimeError, match="did not start"):
+            with serve_in_thread(_app(storage)):
+                pass
+        capsys.readouterr()  # (uvicorn's own report of the failed in-process start)
+        # The CLI says so in one line, before it serves.
+        assert cli.main(["live", "--hardware-config", str(HARDWARE), "--storage", str(storage),
+                         "--devices", "0=cpu,1=cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "in use by another sllmsim live server" in err and "\n" not in err
+    StoreLock(storage).release()  # free again once the server stopped
+
+
+def test_the_lock_names_the_holder(tmp_path):
+    held = StoreLock(tmp_path)
+    try:
+        with pytest.raises(StoreLockedError, match=r"pid \d+"):
+            StoreLock(tmp_path)
+    finally:
+        held.release()
+
+
+def test_a_corrupt_state_file_is_kept_and_the_previous_one_used(tmp_path, tiny_model_factory):
+    storage = tmp_path / "models"
+    with serve_in_thread(_app(storage)) as url:
+        for name, arch in (("opt-2.7b", "opt"), ("opt-1.3b", "llama")):
+            assert httpx.post(f"{url}/register", json=spec_config(name, tiny_model_factory(arch)),
+                              timeout=60).status_code == 200
+    state = storage / "deployments.json"
+    # The previous state (one deployment) was kept when the second was added.
+    assert [d["config"]["model"] for d in json.loads((storage / "deployments.json.bak").read_text())["deployments"]] \
+        == ["opt-2.7b"]
+    state.write_text('{"version": 1, "deployments": [')  # torn by something else
+    with serve_in_thread(_app(storage)) as url:
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["opt-2.7b"]
+    assert (storage / "deployments.json.corrupt").read_text() == '{"version": 1, "deployments": ['
+
+
+def test_a_failed_state_write_changes_nothing(tmp_path, tiny_model_dir, monkeypatch):
+    import live.state_file as state_file
+
+    real = state_file.write_bytes_durably
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    storage = tmp_path / "models"
+    with serve_in_thread(_app(storage)) as url:
+        http = httpx.Client(base_url=url, timeout=60)
+        cfg = spec_config("opt-2.7b", tiny_model_dir)
+        monkeypatch.setattr(state_file, "write_bytes_durably", full_disk)
+        response = http.post("/register", json=cfg)
+        assert response.status_code == 500 and "No space left" in response.json()["error"]["message"]
+        assert http.get("/v1/models").json()["data"] == []  # not live
+        monkeypatch.setattr(state_file, "write_bytes_durably", real)
+        assert http.post("/register", json=cfg).status_code == 200  # a retry deploys it (no 409)
+
+        monkeypatch.setattr(state_file, "write_bytes_durably", full_disk)
+        assert http.post("/delete", json={"models": ["opt-2.7b"]}).status_code == 500
+        assert http.get("/status").json()["models"][0]["state"] == "deployed"  # not stuck "deleting"
+        assert http.post("/update", json=dict(cfg, auto_scaling_config={"keep_alive": 7})).status_code == 500
+        assert http.get("/status").json()["models"][0]["config"]["auto_scaling_config"]["keep_alive"] == 0
+        monkeypatch.setattr(state_file, "write_bytes_durably", real)
+        assert http.post("/delete", json={"models": ["opt-2.7b"]}).status_code == 200
+    assert json.loads((storage / "deployments.json").read_text())["deployments"] == []
