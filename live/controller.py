@@ -233,6 +233,9 @@ class Controller:
         self._instance_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self.abort_reason: str | None = None
+        """Set when the server ends the requests still running (its drain time ran out): the reason
+        they are recorded with, instead of a client's disconnect."""
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -469,11 +472,11 @@ class Controller:
         except asyncio.CancelledError:
             fut = waiter.future
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._finish(Ticket(rec, fut.result(), False), "failed", "client disconnected")
+                self._finish(Ticket(rec, fut.result(), False), "failed", self.abort_reason or "client disconnected")
             elif not fut.done() or fut.cancelled():
                 with contextlib.suppress(ValueError):
                     dep.queue.remove(waiter)
-                self._request_gone(dep, rec, "client disconnected while waiting")
+                self._request_gone(dep, rec, self.abort_reason or "client disconnected while waiting")
             raise
         # A cold start: the instance that serves it became ready only after the request arrived.
         return Ticket(rec, inst, cold_start=inst.ready_s is not None and inst.ready_s >= rec.arrival_s)
@@ -534,6 +537,8 @@ class Controller:
         finally:
             run.end()
             ticket.instance.running.pop(rec.request_id, None)
+            if status == "failed" and reason == "client disconnected" and self.abort_reason:
+                reason = self.abort_reason
             self._finish(ticket, status, reason)
 
     def abandon(self, ticket: Ticket, reason: str) -> None:
@@ -552,6 +557,7 @@ class Controller:
             rec.finish_s = self.recorder.now_s()
         dep.in_flight -= 1
         inst.active -= 1
+        self.recorder.finished(rec)
         self.metrics.on_request(dep.name, status, rec.latency_s, rec.ttft_s, rec.input_tokens, rec.output_tokens)
         if inst.active == 0 and inst.phase == "ready":
             self._set_phase(inst, "idle")
@@ -564,6 +570,7 @@ class Controller:
         """Account for a queued request that leaves without being served."""
         dep.in_flight -= 1
         rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
+        self.recorder.finished(rec)
         self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
         self._rescale(dep)
         self._check_drained(dep)
@@ -602,6 +609,7 @@ class Controller:
             dep.in_flight -= 1
             rec = waiter.record
             rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
+            self.recorder.finished(rec)
             self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
             waiter.future.set_exception(LoadFailedError(reason))
 

@@ -123,6 +123,10 @@ def _install_error_handlers(app: FastAPI, hide=lambda message: message) -> None:
     async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
         return _error(409, hide(str(exc)), "invalid_request_error", "model", "conflict")
 
+    @app.exception_handler(ShuttingDownError)
+    async def _shutting_down(request: Request, exc: ShuttingDownError) -> JSONResponse:
+        return _error(503, str(exc), "server_error", None, "shutting_down")
+
     @app.exception_handler(StateWriteError)
     async def _state(request: Request, exc: StateWriteError) -> JSONResponse:
         return _error(500, hide(str(exc)), "server_error", None, "state_write_failed")
@@ -321,27 +325,89 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def _unless_client_leaves(request: Request, work):
-    """Await the coroutine ``work``, cancelling it when the client disconnects first.
+    """Await the coroutine ``work``, cancelling it when the client disconnects first (or the server's
+    bounded drain ends, :class:`Drain`).
 
     Cancelling is how a request is abandoned in every state: queued or waiting for a cold start
     (:meth:`Controller.admit` takes it off the queue), prefilling or decoding (closing the worker's
     event stream stops the generation at its next token and frees the slot); either way it is
-    recorded as failed with the reason. Raises :class:`_ClientGone`.
+    recorded as failed with the reason. Raises :class:`_ClientGone` or :class:`ShuttingDownError`.
     """
+    drain: Drain = request.app.state.drain
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    watchers = {asyncio.ensure_future(_wait_for_disconnect(request)): _ClientGone,
+                asyncio.ensure_future(drain.aborted.wait()): ShuttingDownError}
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not task.done():
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            if watcher.done():
-                raise _ClientGone()
-        watcher.cancel()
+            for watcher, error in watchers.items():
+                if watcher.done() and not watcher.cancelled():
+                    raise error(drain.REASON if error is ShuttingDownError else "")
+        for watcher in watchers:
+            watcher.cancel()
     return task.result()
 
+
+class ShuttingDownError(SllmsimError):
+    """The server's drain time ran out before the request finished (HTTP 503, or a stream's error event)."""
+
+
+class Drain:
+    """The server's bounded drain: once :meth:`begin` is called (the exit signal), requests have
+    ``drain_s`` seconds to finish; then (or at once, on :meth:`abort`) ``aborted`` is set and every
+    request still running ends, recorded as failed with :data:`REASON`."""
+
+    REASON = "the server shut down before the request finished"
+
+    def __init__(self):
+        self.aborted = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self.controller: Controller | None = None
+
+    def begin(self, drain_s: float | None) -> None:
+        """Start the drain (on the event loop); None drains without a limit."""
+        if drain_s is not None and self._timer is None and not self.aborted.is_set():
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, drain_s), self.abort)
+
+    def abort(self) -> None:
+        """End what remains now."""
+        if not self.aborted.is_set():
+            logger.warning("drain time is over: ending the requests still running")
+            if self.controller is not None:
+                self.controller.abort_reason = self.REASON
+            self.aborted.set()
+
+
+async def _abortable(events: AsyncIterator, aborted: asyncio.Event) -> AsyncIterator:
+    """``events``, until ``aborted`` is set: then the stream is closed (stopping its generation) and
+    :class:`ShuttingDownError` raised, which the SSE generators turn into an error event and ``[DONE]``."""
+    waiter = asyncio.ensure_future(aborted.wait())
+    try:
+        async with contextlib.aclosing(events):
+            while True:
+                step = asyncio.ensure_future(events.__anext__())
+                await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(BaseException):
+                        await step
+                    raise ShuttingDownError(Drain.REASON)
+                try:
+                    event = step.result()
+                except StopAsyncIteration:
+                    return
+                yield event
+    finally:
+        waiter.cancel()
+
+
+#: File of the run folder where each request is appended (one JSON line) as it ends: what survives
+#: a server killed before it writes the run folder.
+REQUEST_JOURNAL = "requests.jsonl"
 
 #: What a handler answers to a client that has gone (nobody reads it; nginx's "client closed request").
 _CLIENT_GONE_STATUS = 499
@@ -388,11 +454,12 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
         registry = StoreRegistry.for_cluster(storage_dir, cluster, node_devices)
         workers = {n.node_id: LocalNodeWorker(n, registry.node(n.node_id), node_devices[n.node_id])
                    for n in cluster.nodes}
-        recorder = LiveRecorder()
+        recorder = LiveRecorder(journal=None if run_dir is None else Path(run_dir) / REQUEST_JOURNAL)
         controller = Controller(cluster, workers, registry, storage_dir, recorder, placement=placement,
                                 enable_migration=enable_migration, reclaim_idle=reclaim_idle)
         await controller.start()
         app.state.controller = controller
+        app.state.drain.controller = controller
         app.state.resolved = lambda: {"hardware": cluster.source, "storage": str(storage_dir),
                                       "devices": dict(node_devices), "scheduler": placement,
                                       "enable_migration": enable_migration, "reclaim_idle": reclaim_idle,
@@ -406,6 +473,7 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
             if run_dir is not None:
                 from sllmsim.output import write_run_folder
 
+                recorder.close_journal()
                 result = recorder.run_result(Path(run_dir).name, app.state.resolved())
                 write_run_folder(Path(run_dir), result, plots=plots)
                 logger.info("wrote the run's records to %s", run_dir)
@@ -418,7 +486,7 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(_CollapseSlashes)
     _install_error_handlers(app, _hide_store_paths(storage_dir))
-    app.state.hide_paths = _hide_store_paths(storage_dir)
+    app.state.drain = Drain()
 
     def ctl(request: Request) -> Controller:
         return request.app.state.controller
@@ -435,14 +503,14 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         try:
-            return await _unless_client_leaves(request, _chat(ctl(request), body))
+            return await _unless_client_leaves(request, _chat(ctl(request), body, request.app.state.drain))
         except _ClientGone:
             return Response(status_code=_CLIENT_GONE_STATUS)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         try:
-            return await _unless_client_leaves(request, _completion(ctl(request), body))
+            return await _unless_client_leaves(request, _completion(ctl(request), body, request.app.state.drain))
         except _ClientGone:
             return Response(status_code=_CLIENT_GONE_STATUS)
 
@@ -476,14 +544,14 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
     return app
 
 
-async def _chat(controller: Controller, body: ChatCompletionRequest):
+async def _chat(controller: Controller, body: ChatCompletionRequest, drain: Drain):
     gen = GenerationRequest(params=_sampling(body),
                             messages=tuple({"role": m.role, "content": m.text()} for m in body.messages))
     ticket, events, prompt_tokens = await _start(controller, body.model, gen)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         # From here Starlette's streaming response watches for the disconnect and closes the stream.
-        return StreamingResponse(_chat_stream(events, body, rid, created, prompt_tokens),
+        return StreamingResponse(_chat_stream(_abortable(events, drain.aborted), body, rid, created, prompt_tokens),
                                  media_type="text/event-stream")
     output = await _drain(events)
     return ChatCompletion(
@@ -495,13 +563,14 @@ async def _chat(controller: Controller, body: ChatCompletionRequest):
     )
 
 
-async def _completion(controller: Controller, body: CompletionRequest):
+async def _completion(controller: Controller, body: CompletionRequest, drain: Drain):
     gen = GenerationRequest(params=_sampling(body), prompt=body.prompt_text())
     ticket, events, prompt_tokens = await _start(controller, body.model, gen)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     prefix = body.prompt_text() if body.echo else ""
     if body.stream:
-        return StreamingResponse(_completion_stream(events, body, rid, created, prompt_tokens, prefix),
+        return StreamingResponse(_completion_stream(_abortable(events, drain.aborted), body, rid, created,
+                                                    prompt_tokens, prefix),
                                  media_type="text/event-stream")
     output = await _drain(events)
     return Completion(
@@ -576,18 +645,56 @@ async def _completion_stream(events: AsyncIterator, body: CompletionRequest, rid
         yield _sse("[DONE]")
 
 
-@contextlib.contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0,
-                    startup_timeout_s: float = 60.0) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread (port 0: a free one); yields its base URL.
+def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, drain_s: float | None = None,
+                log_level: str = "warning", **uvicorn_options):
+    """A uvicorn server for ``app`` whose shutdown drains requests for at most ``drain_s`` seconds.
 
-    For tests and for tools that drive a live server in-process. The server shuts down gracefully
-    (in-flight requests finish) when the block exits.
+    On the exit signal (SIGTERM, Ctrl-C) it stops accepting connections and lets running requests
+    finish; once ``drain_s`` has passed — or at a second signal — the requests still running end:
+    streams with an error event and ``data: [DONE]``, others with a 503, all recorded as failed. The
+    app's shutdown (releasing instances, writing the run folder) then runs as usual. A third signal
+    quits at once. ``drain_s`` None drains without a limit.
     """
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    class DrainingServer(uvicorn.Server):
+        signals = 0
+
+        def handle_exit(self, sig, frame) -> None:
+            self.signals += 1
+            if self.signals == 1:
+                self.should_exit = True
+            elif self.signals == 2:
+                logger.warning("second exit signal: ending the requests still running")
+                loop = getattr(app.state, "loop", None)
+                if loop is not None:
+                    loop.call_soon_threadsafe(app.state.drain.abort)
+            else:
+                self.force_exit = True
+
+        async def shutdown(self, sockets=None) -> None:
+            app.state.loop = asyncio.get_running_loop()
+            app.state.drain.begin(drain_s)
+            if self.signals >= 2:
+                app.state.drain.abort()
+            await super().shutdown(sockets)
+
+    # uvicorn's own limit is a backstop: the drain ends every request well before it.
+    backstop = None if drain_s is None else drain_s + 10.0
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            timeout_graceful_shutdown=backstop, **uvicorn_options)
+    return DrainingServer(config)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+                    startup_timeout_s: float = 60.0, drain_s: float | None = None) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread (port 0: a free one); yields its base URL.
+
+    For tests and for tools that drive a live server in-process. The server shuts down gracefully
+    when the block exits: in-flight requests finish (within ``drain_s`` seconds, see :func:`make_server`).
+    """
+    server = make_server(app, host=host, port=port, drain_s=drain_s)
     failure: list[BaseException] = []
 
     def run() -> None:

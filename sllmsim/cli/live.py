@@ -63,14 +63,18 @@ def _check_storage(storage: str) -> None:
                    "slot for its whole keep_alive, as in the reference system.")
 @click.option("--max-body-bytes", default=8 * 1024**2, show_default=True, type=click.IntRange(1024),
               help="Largest request body accepted (bytes); a larger one is answered 413 without being read.")
+@click.option("--drain-timeout", default=20.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="Seconds that running requests may take to finish after SIGTERM or Ctrl-C; then (or at a "
+                   "second signal) they end with an error (streams: an error event and [DONE]) and are "
+                   "recorded as failed. Keep it below your supervisor's grace period.")
 @click.option("--out", "run_dir", default=None, type=click.Path(file_okay=False),
               help="When the server stops, write the run's records there as a run folder (requests.csv, "
                    "instances.csv, summary.json, plots), comparable with a simulated run.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
-         scheduler: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int, run_dir: str | None,
-         log_level: str) -> None:
+         scheduler: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int, drain_timeout: float,
+         run_dir: str | None, log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
     cluster = load_hardware(hardware_config)
 
@@ -96,9 +100,7 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     if not _is_loopback(host) and api_key is None:
         click.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
 
-    import uvicorn
-
-    from live.server import create_app
+    from live.server import create_app, make_server
     from live.state_file import StoreLock
 
     store_lock = StoreLock(storage)  # a second server on the same store stops here, in one line
@@ -107,4 +109,4 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
                      enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes, store_lock=store_lock)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
+    make_server(app, host=host, port=port, drain_s=drain_timeout, log_level=log_level, log_config=None).run()

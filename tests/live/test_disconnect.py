@@ -25,16 +25,24 @@ CPU = {"0": "cpu", "1": "cpu"}
 STEP_S = 0.05
 
 
-@pytest.fixture
-def slow_server(tmp_path, tiny_model_dir, monkeypatch):
-    """One deployment (one instance, one request at a time) of a model that needs ~STEP_S per token."""
+def make_slow(monkeypatch) -> None:
+    """Make the tiny OPT models take STEP_S per forward pass and never end on their own (the end
+    token's logit is masked), so a long request is still running when a test acts on it."""
     forward = OPTForCausalLM.forward
 
     def slow_forward(self, *args, **kwargs):
         time.sleep(STEP_S)
-        return forward(self, *args, **kwargs)
+        out = forward(self, *args, **kwargs)
+        out.logits[..., self.config.eos_token_id] = float("-inf")
+        return out
 
     monkeypatch.setattr(OPTForCausalLM, "forward", slow_forward)
+
+
+@pytest.fixture
+def slow_server(tmp_path, tiny_model_dir, monkeypatch):
+    """One deployment (one instance, one request at a time) of a model that needs ~STEP_S per token."""
+    make_slow(monkeypatch)
     app = create_app(load_hardware(HARDWARE), tmp_path / "models", devices=CPU)
     with serve_in_thread(app) as url:
         cfg = spec_config("opt-2.7b", tiny_model_dir, auto_scaling_config__max_instances=1,
