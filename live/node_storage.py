@@ -260,12 +260,14 @@ class NodeStorage:
                 return 0
         src, done_with_src = self.registry.network_source(model, exclude=self.node_id)
         try:
-            nbytes = manifest_bytes(read_manifest(src))
+            source_manifest = read_manifest(src)
+            nbytes = manifest_bytes(source_manifest)
             with self._lock:
                 self._reserve_disk_locked(model, nbytes)
             tmp = self.tmp_dir / uuid.uuid4().hex
             try:
-                copied = copy_checkpoint(src, tmp, bandwidth_bytes_per_s)
+                # Verified against the source's manifest: a damaged source is an error, not a new copy.
+                copied = copy_checkpoint(src, tmp, bandwidth_bytes_per_s, expected=source_manifest)
                 install_folder(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

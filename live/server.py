@@ -308,6 +308,19 @@ async def _start(controller: Controller, model: str, request: GenerationRequest
     return ticket, events, first.prompt_tokens
 
 
+def _check_import_allowed(config: dict, roots: list[Path] | None) -> None:
+    """With ``roots`` (``--import-from``), a deploy may import a local folder only from under them."""
+    value = (config.get("backend_config") or {}).get("pretrained_model_name_or_path") \
+        if isinstance(config.get("backend_config"), dict) else None
+    if roots is None or not isinstance(value, str) or not value:
+        return
+    folder = Path(value).expanduser()
+    if folder.is_dir() and not any(folder.resolve().is_relative_to(r) for r in roots):
+        raise ConfigError("deploy request", "backend_config.pretrained_model_name_or_path",
+                          f"this server imports local folders only from under {', '.join(map(str, roots))} "
+                          "(sllmsim live --import-from); import it with `sllmsim import` instead")
+
+
 class _ClientGone(Exception):
     """The client closed its connection before the answer was ready."""
 
@@ -416,7 +429,8 @@ _CLIENT_GONE_STATUS = 499
 def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str, str] | None = None,
                api_key: str | None = None, placement: str = "storage_aware", run_dir: str | Path | None = None,
                plots: bool = True, enable_migration: bool = False, reclaim_idle: bool = False,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, store_lock=None) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, store_lock=None,
+               import_roots: list[str | Path] | None = None) -> FastAPI:
     """The live server's ASGI app. Nodes, store and controller are built when the app starts.
 
     ``placement``, ``enable_migration`` and ``reclaim_idle`` are the scheduler config: the placement
@@ -424,7 +438,8 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
     only), and whether a model that finds no free slot may take the slots of idle instances of other
     models before their keep-alive ends (default: they keep them, as the reference does).
 
-    A request body over ``max_body_bytes`` is answered 413 without being parsed.
+    A request body over ``max_body_bytes`` is answered 413 without being parsed. With
+    ``import_roots``, ``POST /register`` imports local folders only from under those folders.
 
     One server at a time uses a store: the app locks ``storage_dir`` when it starts (raising
     :class:`~live.state_file.StoreLockedError` when another server holds it) unless the caller passes
@@ -514,8 +529,11 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
         except _ClientGone:
             return Response(status_code=_CLIENT_GONE_STATUS)
 
+    roots = None if import_roots is None else [Path(r).expanduser().resolve() for r in import_roots]
+
     @app.post("/register")
     async def register(request: Request, config: dict = Body(...)) -> dict:
+        _check_import_allowed(config, roots)
         return await ctl(request).deploy(config)
 
     @app.post("/update")

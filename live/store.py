@@ -15,10 +15,12 @@ names do) but never lead outside the store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -115,22 +117,52 @@ def _under(root: Path, name: str) -> Path:
 
 # --- checkpoint folders ------------------------------------------------------------------------------------
 
+def _link_roots(folder: Path) -> tuple[Path, ...]:
+    """Where the links of a checkpoint folder may point: inside it, and for a Hugging Face cache
+    snapshot (``<repo>/snapshots/<revision>``) into its repository's ``blobs`` folder."""
+    real = folder.resolve()
+    roots = [real]
+    if real.parent.name == "snapshots":
+        roots.append(real.parent.parent / "blobs")
+    return tuple(roots)
+
+
 def checkpoint_listing(folder: Path) -> dict[str, int]:
     """The files a store copy of ``folder`` holds: relative posix path -> size in bytes.
 
-    Symlinks are followed (a Hugging Face cache snapshot is a folder of links to blobs); hidden files
-    and non-safetensors weight formats are skipped.
+    Only what belongs to the checkpoint is listed: file links are followed where they resolve
+    inside the folder (or, for a Hugging Face cache snapshot, into its ``blobs``); a link that leads
+    anywhere else is an error naming it; folder links are never followed (no loops, no copying a
+    whole tree by accident). Hidden files and non-safetensors weight formats are skipped.
     """
+    roots = _link_roots(folder)
     out: dict[str, int] = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        for name in list(dirnames):
+            if (here / name).is_symlink():
+                target = (here / name).resolve()
+                if not any(target.is_relative_to(r) for r in roots):
+                    raise StoreError(f"{here / name}: a link to {target}, outside the checkpoint folder; "
+                                     "remove it or copy what it points to into the folder")
+        # Folder links are not followed: one inside the folder names files listed anyway.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink())
         for fname in sorted(filenames):
             if fname.startswith(".") or Path(fname).suffix in SKIPPED_SUFFIXES:
                 continue
-            path = Path(dirpath) / fname
+            path = here / fname
+            if path.is_symlink():
+                target = path.resolve()
+                if not any(target.is_relative_to(r) for r in roots):
+                    raise StoreError(f"{path}: a link to {target}, outside the checkpoint folder; remove it or "
+                                     "copy what it points to into the folder")
             if path.is_file():
                 out[path.relative_to(folder).as_posix()] = path.stat().st_size
     return out
+
+
+class CorruptCopyError(StoreError):
+    """A copy whose bytes differ from what was imported (a truncated or changed source)."""
 
 
 def check_checkpoint_folder(folder: Path) -> None:
@@ -170,15 +202,30 @@ def _source_stamp(folder: Path, listing: Mapping[str, int]) -> dict[str, int]:
 
 
 def copy_checkpoint(src: Path, dst: Path, bandwidth_bytes_per_s: float | None = None,
-                    progress: Progress | None = None, source_stamp: bool = False) -> int:
+                    progress: Progress | None = None, source_stamp: bool = False,
+                    expected: Mapping | None = None, max_bytes: int | None = None) -> int:
     """Copy checkpoint folder ``src`` to the new folder ``dst`` (real bytes) and write its manifest.
+
+    The manifest records each file's size and SHA-256 (hashed while copying, so an import reads each
+    byte once). With ``expected`` (the source's manifest, for a copy between store tiers) the copy
+    must match it, file for file, in size and hash, else :class:`CorruptCopyError`: a bad copy is
+    never blessed with a manifest of its own. Files keep their permission bits. ``max_bytes`` caps the
+    checkpoint's size (checked before copying).
 
     With ``bandwidth_bytes_per_s`` the copy is throttled: after each chunk it sleeps until the bytes
     sent so far would have taken that long, so it never finishes before size / bandwidth seconds.
     Returns the bytes copied.
     """
     listing = checkpoint_listing(src)
+    if expected is not None:
+        missing = sorted(set(expected["files"]) - set(listing))
+        if missing:
+            raise CorruptCopyError(f"{src}: {', '.join(missing[:3])} missing from the stored copy")
+        listing = {rel: listing[rel] for rel in expected["files"]}
     total = sum(listing.values())
+    if max_bytes is not None and total > max_bytes:
+        raise StorageFullError(f"{src}: the checkpoint's {total} bytes exceed the largest node disk "
+                               f"({max_bytes} bytes); it could never be placed")
     chunk = _COPY_CHUNK_BYTES
     if bandwidth_bytes_per_s:
         # About 20 sleeps per second keeps a throttled transfer smooth rather than bursty.
@@ -187,14 +234,18 @@ def copy_checkpoint(src: Path, dst: Path, bandwidth_bytes_per_s: float | None = 
     dst.mkdir(parents=True)
     start = time.monotonic()
     done = 0
+    hashes: dict[str, str] = {}
     if progress:
         progress(0, total)
     for rel in listing:
         out_path = dst / rel
         out_path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
         with open(src / rel, "rb", buffering=0) as fin, open(out_path, "wb", buffering=0) as fout:
+            os.fchmod(fout.fileno(), stat.S_IMODE(os.fstat(fin.fileno()).st_mode))
             while n := fin.readinto(buf):
                 view = buf[:n]
+                digest.update(view)
                 while view:
                     view = view[fout.write(view):]
                 done += n
@@ -205,7 +256,16 @@ def copy_checkpoint(src: Path, dst: Path, bandwidth_bytes_per_s: float | None = 
                 if progress:
                     progress(done, total)
             os.fsync(fout.fileno())  # on the disk before the manifest says the copy is complete
-    manifest = {"files": {rel: (dst / rel).stat().st_size for rel in listing}, "source": str(src)}
+        hashes[rel] = digest.hexdigest()
+    sizes = {rel: (dst / rel).stat().st_size for rel in listing}
+    if expected is not None:
+        for rel, size in sizes.items():
+            want_hash = expected.get("sha256", {}).get(rel)
+            if size != int(expected["files"][rel]) or (want_hash is not None and want_hash != hashes[rel]):
+                what = f"{size} bytes, imported as {expected['files'][rel]}" if size != int(expected["files"][rel]) \
+                    else "its content hash differs from the imported one"
+                raise CorruptCopyError(f"{src / rel}: {what}; the stored copy is damaged (re-import the model)")
+    manifest = {"files": sizes, "sha256": hashes, "source": str(src)}
     if source_stamp:
         manifest["source_mtime_ns"] = _source_stamp(src, listing)
     write_bytes_durably(dst / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
@@ -378,7 +438,10 @@ class StoreRegistry:
                     self._tmp_root.mkdir(parents=True, exist_ok=True)
                     tmp = self._tmp_root / uuid.uuid4().hex
                     try:
-                        copy_checkpoint(src, tmp, progress=progress, source_stamp=not source.in_store)
+                        disks = [n.node.disk_size_bytes for n in self.nodes if getattr(n, "node", None)]
+                        copy_checkpoint(src, tmp, progress=progress, source_stamp=not source.in_store,
+                                        expected=read_manifest(src) if source.in_store else None,
+                                        max_bytes=max(disks) if disks else None)
                         install_folder(tmp, dst)
                     finally:
                         shutil.rmtree(tmp, ignore_errors=True)

@@ -67,6 +67,9 @@ def _check_storage(storage: str) -> None:
               help="Seconds that running requests may take to finish after SIGTERM or Ctrl-C; then (or at a "
                    "second signal) they end with an error (streams: an error event and [DONE]) and are "
                    "recorded as failed. Keep it below your supervisor's grace period.")
+@click.option("--import-from", "import_roots", multiple=True, type=click.Path(file_okay=False),
+              help="Folder under which deploy requests may name local checkpoint folders to import "
+                   "(repeatable). Default: any folder the server can read. `sllmsim import` is not limited.")
 @click.option("--out", "run_dir", default=None, type=click.Path(file_okay=False),
               help="When the server stops, write the run's records there as a run folder (requests.csv, "
                    "instances.csv, summary.json, plots), comparable with a simulated run.")
@@ -74,7 +77,7 @@ def _check_storage(storage: str) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
          scheduler: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int, drain_timeout: float,
-         run_dir: str | None, log_level: str) -> None:
+         import_roots: tuple[str, ...], run_dir: str | None, log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
     cluster = load_hardware(hardware_config)
 
@@ -107,6 +110,7 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
     app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
-                     enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes, store_lock=store_lock)
+                     enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes, store_lock=store_lock,
+                     import_roots=list(import_roots) or None)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
     make_server(app, host=host, port=port, drain_s=drain_timeout, log_level=log_level, log_config=None).run()

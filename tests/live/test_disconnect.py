@@ -18,7 +18,7 @@ from transformers import OPTForCausalLM  # noqa: E402
 from live.server import create_app, serve_in_thread  # noqa: E402
 from sllmsim.config.hardware import load_hardware  # noqa: E402
 
-from tests.live.test_server import HARDWARE, MESSAGES, spec_config, wait_until  # noqa: E402
+from test_server import HARDWARE, MESSAGES, spec_config, wait_until  # noqa: E402
 
 CPU = {"0": "cpu", "1": "cpu"}
 #: Seconds each forward pass of the slowed model takes (on top of its real cost).

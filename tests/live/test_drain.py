@@ -16,8 +16,8 @@ import pytest
 from live.server import create_app, make_server
 from sllmsim.config.hardware import load_hardware
 
-from tests.live.test_disconnect import make_slow
-from tests.live.test_server import HARDWARE, MESSAGES, spec_config, wait_until
+from test_disconnect import make_slow
+from test_server import HARDWARE, MESSAGES, spec_config, wait_until
 
 CPU = {"0": "cpu", "1": "cpu"}
 

@@ -15,7 +15,7 @@ httpx = pytest.importorskip("httpx")
 from live.server import create_app, serve_in_thread  # noqa: E402
 from sllmsim.config.hardware import load_hardware  # noqa: E402
 
-from tests.live.test_server import HARDWARE, MESSAGES, spec_config  # noqa: E402
+from test_server import HARDWARE, MESSAGES, spec_config  # noqa: E402
 
 CPU = {"0": "cpu", "1": "cpu"}
 BODY_LIMIT_BYTES = 256 * 1024

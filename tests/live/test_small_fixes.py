@@ -11,9 +11,9 @@ import pytest
 from live.server import create_app, serve_in_thread
 from sllmsim.config.hardware import load_hardware
 
-from tests.live.test_disconnect import _leave_after, _model, slow_server  # noqa: F401  (fixture)
-from tests.live.test_server import HARDWARE, MESSAGES, spec_config, wait_until
-from tests.live.test_server_lifecycle import _corrupt_header
+from test_disconnect import _leave_after, _model, slow_server  # noqa: F401  (fixture)
+from test_server import HARDWARE, MESSAGES, spec_config, wait_until
+from test_server_lifecycle import _corrupt_header
 
 CPU = {"0": "cpu", "1": "cpu"}
 

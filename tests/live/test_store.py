@@ -123,8 +123,13 @@ def test_disk_size_evicts_least_recently_used(store_factory, tiny_model_factory)
     assert node.host_models() <= node.disk_models()
 
 
-def test_disk_too_small_or_pinned_is_storage_full(store_factory, tiny_model_factory):
-    store = store_factory(_hardware(nodes=("0", "1"), disk_size="100KB"))
+def test_disk_too_small_or_pinned_is_storage_full(store_factory, tiny_model_factory, tmp_path):
+    hardware = _hardware(nodes=("0", "1"), disk_size="100KB")
+    # A checkpoint larger than every node's disk could never be placed: refused at import.
+    with pytest.raises(StorageFullError, match="largest node disk"):
+        store_factory(hardware, root=tmp_path / "tiny").import_model("opt", tiny_model_factory("opt"))
+    hardware["1"]["disk_size"] = "1GB"
+    store = store_factory(hardware)
     store.import_model("opt", tiny_model_factory("opt"))
     with pytest.raises(StorageFullError, match="disk_size"):
         store.node("0").load("opt")

@@ -36,7 +36,7 @@ from live.state_file import StoreLock, StoreLockedError  # noqa: E402
 from sllmsim import cli  # noqa: E402
 from sllmsim.config.hardware import load_hardware  # noqa: E402
 
-from tests.live.test_server import HARDWARE, spec_config  # noqa: E402
+from test_server import HARDWARE, spec_config  # noqa: E402
 
 CPU = {"0": "cpu", "1": "cpu"}
 
@@ -112,3 +112,87 @@ def test_a_failed_state_write_changes_nothing(tmp_path, tiny_model_dir, monkeypa
         monkeypatch.setattr(state_file, "write_bytes_durably", real)
         assert http.post("/delete", json={"models": ["opt-2.7b"]}).status_code == 200
     assert json.loads((storage / "deployments.json").read_text())["deployments"] == []
+
+
+# --- item 5: imports copy only the checkpoint -----------------------------------------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+from live.store import MANIFEST, CorruptCopyError, StoreError  # noqa: E402
+
+
+def _folder_copy(tiny_model_dir, tmp_path):
+    folder = tmp_path / "src"
+    shutil.copytree(tiny_model_dir, folder)
+    return folder
+
+
+@pytest.mark.parametrize("link", ["etc", "self", "two", "outside_file"])
+def test_links_that_leave_the_folder_or_loop_are_refused_or_skipped(spec_store, tiny_model_dir, tmp_path, link):
+    folder = _folder_copy(tiny_model_dir, tmp_path)
+    if link == "etc":
+        os.symlink("/etc", folder / "etc")
+    elif link == "self":
+        os.symlink(".", folder / "again")
+    elif link == "two":
+        (folder / "sub").mkdir()
+        os.symlink("..", folder / "sub" / "up")
+        os.symlink("sub", folder / "down")
+    else:
+        secret = tmp_path / "secret.txt"
+        secret.write_text("not part of the model")
+        os.symlink(secret, folder / "notes.txt")
+    if link in ("etc", "outside_file"):
+        with pytest.raises(StoreError, match="outside the checkpoint folder"):
+            spec_store.import_model("m", folder)
+        assert not spec_store.is_imported("m")
+    else:  # links inside the folder are not followed: one copy of each file, no loop
+        spec_store.import_model("m", folder)
+        stored = spec_store.import_path("m")
+        copied = sorted(p.relative_to(stored).as_posix() for p in stored.rglob("*") if p.is_file())
+        assert copied == sorted([*(p.name for p in tiny_model_dir.iterdir() if p.is_file()), MANIFEST])
+
+
+def test_hugging_face_cache_links_into_blobs_are_followed_and_modes_kept(spec_store, tiny_model_dir, tmp_path):
+    repo = tmp_path / "models--org--tiny"
+    blobs, snapshot = repo / "blobs", repo / "snapshots" / "abc123"
+    blobs.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for i, f in enumerate(sorted(p for p in tiny_model_dir.iterdir() if p.is_file())):
+        shutil.copy(f, blobs / f"blob{i}")
+        os.symlink(os.path.relpath(blobs / f"blob{i}", snapshot), snapshot / f.name)
+    os.chmod(blobs / "blob0", 0o600)
+    first = sorted(p.name for p in tiny_model_dir.iterdir() if p.is_file())[0]
+    spec_store.import_model("org/tiny", snapshot)
+    stored = spec_store.import_path("org/tiny")
+    assert (stored / "model.safetensors").is_file() and not (stored / "model.safetensors").is_symlink()
+    assert (stored / first).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_management_api_imports_only_from_allowed_folders(tmp_path, tiny_model_dir):
+    allowed = tmp_path / "allowed"
+    inside = _folder_copy(tiny_model_dir, allowed)
+    with serve_in_thread(_app(tmp_path / "models", import_roots=[allowed])) as url:
+        response = httpx.post(f"{url}/register", json=spec_config("opt-2.7b", tiny_model_dir), timeout=60)
+        assert response.status_code == 400 and "--import-from" in response.json()["error"]["message"]
+        assert httpx.post(f"{url}/register", json=spec_config("opt-2.7b", inside), timeout=60).status_code == 200
+
+
+# --- item 6: a bad copy is never blessed ----------------------------------------------------------
+
+def test_a_damaged_stored_copy_is_not_copied_to_a_node_and_heals_when_restored(spec_store, tiny_model_dir):
+    spec_store.import_model("m", tiny_model_dir)
+    weights = spec_store.import_path("m") / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])  # truncated behind the store's back
+    with pytest.raises(CorruptCopyError, match="imported as"):
+        spec_store.node("0").place_on_disk("m")
+    assert "m" not in spec_store.node("0").disk_models()
+    weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit flipped
+    with pytest.raises(CorruptCopyError, match="content hash"):
+        spec_store.node("0").place_on_disk("m")
+    weights.write_bytes(good)  # restored: the next copy succeeds
+    assert spec_store.node("0").place_on_disk("m") == len(good) + sum(
+        p.stat().st_size for p in tiny_model_dir.iterdir() if p.is_file() and p.name != "model.safetensors")
+    assert "m" in spec_store.node("0").disk_models()
