@@ -397,25 +397,33 @@ class Drain:
 
 async def _abortable(events: AsyncIterator, aborted: asyncio.Event) -> AsyncIterator:
     """``events``, until ``aborted`` is set: then the stream is closed (stopping its generation) and
-    :class:`ShuttingDownError` raised, which the SSE generators turn into an error event and ``[DONE]``."""
+    :class:`ShuttingDownError` raised, which the SSE generators turn into an error event and ``[DONE]``.
+
+    Each step of ``events`` runs as a task raced against ``aborted``; however this generator ends
+    (aborted, closed, or cancelled because the client left) a step still running is cancelled and
+    awaited first, so that ``events`` is never closed while it runs and its request always ends.
+    """
     waiter = asyncio.ensure_future(aborted.wait())
+    step = None
     try:
-        async with contextlib.aclosing(events):
-            while True:
-                step = asyncio.ensure_future(events.__anext__())
-                await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():
-                    step.cancel()
-                    with contextlib.suppress(BaseException):
-                        await step
-                    raise ShuttingDownError(Drain.REASON)
-                try:
-                    event = step.result()
-                except StopAsyncIteration:
-                    return
-                yield event
+        while True:
+            step = asyncio.ensure_future(events.__anext__())
+            await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                raise ShuttingDownError(Drain.REASON)
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            step = None
+            yield event
     finally:
         waiter.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
+        await events.aclose()
 
 
 #: File of the run folder where each request is appended (one JSON line) as it ends: what survives
