@@ -196,3 +196,22 @@ def test_a_damaged_stored_copy_is_not_copied_to_a_node_and_heals_when_restored(s
     assert spec_store.node("0").place_on_disk("m") == len(good) + sum(
         p.stat().st_size for p in tiny_model_dir.iterdir() if p.is_file() and p.name != "model.safetensors")
     assert "m" in spec_store.node("0").disk_models()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_node_copy_that_fails_to_load_is_dropped_and_copied_again(spec_store, tiny_model_dir, damage):
+    from sllmsim.core import Tier
+
+    spec_store.import_model("m", tiny_model_dir, ["0"])
+    node = spec_store.node("0")
+    weights = node.model_dir("m") / "model.safetensors"
+    if damage == "deleted":
+        weights.unlink()  # behind the server's back: its index still lists the copy
+    else:
+        weights.write_bytes(weights.read_bytes()[:100])
+    assert node.tier_of("m") is Tier.DISK
+    loaded = node.load("m")
+    assert loaded.model is not None
+    assert weights.stat().st_size == (spec_store.import_path("m") / "model.safetensors").stat().st_size
+    node.release(loaded)
+    assert node.load("m").tier is not Tier.NETWORK  # healed: the next load is local again
