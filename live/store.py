@@ -161,6 +161,26 @@ def checkpoint_listing(folder: Path) -> dict[str, int]:
     return out
 
 
+def check_finite_weights(folder: Path) -> None:
+    """Raise :class:`StoreError` naming the first floating-point tensor holding NaN or infinity.
+
+    Run once per import (a full read of the weights): such a checkpoint loads without complaint and
+    then answers garbage, so it is refused before it enters the store.
+    """
+    import torch
+    from safetensors import safe_open
+
+    from live.loader import checkpoint_files
+
+    for path in checkpoint_files(folder):
+        with safe_open(str(path), framework="pt") as fh:
+            for name in fh.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                tensor = fh.get_tensor(name)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise StoreError(f"{path}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
+                                     "damaged")
+
+
 class CorruptCopyError(StoreError):
     """A copy whose bytes differ from what was imported (a truncated or changed source)."""
 
@@ -435,6 +455,8 @@ class StoreRegistry:
             if src.absolute() != dst.absolute():
                 check_checkpoint_folder(src)
                 if not self._import_is_current(src, dst, source):
+                    if not source.in_store:  # a store copy was checked when it was imported
+                        check_finite_weights(src)
                     self._tmp_root.mkdir(parents=True, exist_ok=True)
                     tmp = self._tmp_root / uuid.uuid4().hex
                     try:

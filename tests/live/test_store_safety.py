@@ -215,3 +215,19 @@ def test_a_node_copy_that_fails_to_load_is_dropped_and_copied_again(spec_store, 
     assert weights.stat().st_size == (spec_store.import_path("m") / "model.safetensors").stat().st_size
     node.release(loaded)
     assert node.load("m").tier is not Tier.NETWORK  # healed: the next load is local again
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_at_import(spec_store, tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = _folder_copy(tiny_model_dir, tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(StoreError, match="NaN"):
+        spec_store.import_model("m", folder)
+    assert not spec_store.is_imported("m")
+    assert torch.isfinite(load_file(tiny_model_dir / "model.safetensors")[name]).all()
