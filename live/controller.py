@@ -189,6 +189,8 @@ class Deployment:
     draining: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None
+    last_load_error: str = ""
+    """Why its last load failed ("" once one succeeds): shown in status."""
 
     @property
     def name(self) -> str:
@@ -771,6 +773,7 @@ class Controller:
         except Exception as exc:
             reason = f"loading model {dep.name} on node {inst.node_id} failed: {exc}"
             logger.error(reason)
+            dep.last_load_error = reason
             self.metrics.on_load_failed(dep.name)
             now = self.recorder.now_s()
             self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now)
@@ -779,6 +782,7 @@ class Controller:
             self._sample(dep, inst.node_id)
             return reason
         now = self.recorder.now_s()
+        dep.last_load_error = ""
         inst.tier, inst.nbytes, inst.ready_s = info.tier, info.nbytes, now
         self.metrics.on_load(dep.name, info.tier, now - inst.placed_s)
         self._sample(dep, inst.node_id)
@@ -1039,6 +1043,7 @@ class Controller:
             "size_bytes": dep.size_bytes,
             "in_flight": dep.in_flight,
             "queued": sum(1 for w in dep.queue if not w.future.done()),
+            "unavailable": self._unavailable(dep),
             "config": deploy_config_to_dict(dep.config),
             "instances": [
                 {"instance_id": i.instance_id, "node": i.node_id, "device": self.workers[i.node_id].device,
@@ -1048,6 +1053,15 @@ class Controller:
                 for i in dep.instances.values()
             ],
         }
+
+    def _unavailable(self, dep: Deployment) -> str:
+        """What keeps ``dep`` from serving, as the operator should read it ("" when nothing does)."""
+        stored = self.registry.is_imported(dep.store_key) or any(
+            dep.store_key in w.storage_state().disk_models for w in self.workers.values())
+        if not stored:
+            return ("no complete copy of its checkpoint is in the store (deleted behind the server's back?); "
+                    "delete the deployment and deploy it again from its folder")
+        return dep.last_load_error
 
     def status(self) -> dict:
         """Nodes (devices, slots, tiers) and models (instances with node and phase) as plain data."""

@@ -231,3 +231,16 @@ def test_a_checkpoint_with_nan_weights_is_refused_at_import(spec_store, tiny_mod
         spec_store.import_model("m", folder)
     assert not spec_store.is_imported("m")
     assert torch.isfinite(load_file(tiny_model_dir / "model.safetensors")[name]).all()
+
+
+def test_status_says_what_is_unavailable(tmp_path, tiny_model_dir):
+    storage = tmp_path / "models"
+    with serve_in_thread(_app(storage)) as url:
+        assert httpx.post(f"{url}/register", json=spec_config("opt-2.7b", tiny_model_dir), timeout=60).status_code == 200
+        assert httpx.get(f"{url}/status").json()["models"][0]["unavailable"] == ""
+        shutil.rmtree(storage / "_import" / "opt-2.7b")  # behind the server's back
+        reply = httpx.post(f"{url}/v1/chat/completions", timeout=60,
+                           json={"model": "opt-2.7b", "messages": [{"role": "user", "content": "hi"}]})
+        assert reply.status_code == 500
+        unavailable = httpx.get(f"{url}/status").json()["models"][0]["unavailable"]
+        assert "no complete copy" in unavailable
