@@ -6,7 +6,6 @@ One server (a small body limit, the spec's two deployments of tiny models) share
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 import httpx
-import pytest
 
 from live.server import create_app, serve_in_thread
 from sllmsim.config.hardware import load_hardware
