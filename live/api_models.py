@@ -1,16 +1,28 @@
 """Request and response bodies of the OpenAI-compatible API, as pydantic models.
 
-Requests are validated here, at the HTTP boundary: a bad field becomes a 422 naming the field (and
-malformed JSON a 400), before the controller sees anything. Unknown fields are rejected rather than
+Requests are validated here, at the HTTP boundary: a bad field becomes a 400 naming the field (as
+OpenAI answers), before the controller sees anything. Types are strict, as the API defines them:
+``max_tokens: "5"``, ``temperature: "0.5"`` or ``stream: 1`` are errors, not coerced; a ``seed`` must
+fit the sampler's 64 bits and text must be encodable (no lone surrogates). Unknown fields are rejected rather than
 ignored, as the OpenAI API does, so that a misspelt ``max_token`` is not silently dropped; the
 OpenAI parameters we cannot honour are accepted only at their neutral values.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 #: ``max_tokens`` when a chat request gives none. The OpenAI API generates up to the context length;
 #: a random-weight test model rarely emits its end token, so an explicit cap keeps replies bounded.
@@ -21,6 +33,22 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16
 MAX_STOP_SEQUENCES = 4
 
 
+#: The sampler's seed range (``torch.Generator.manual_seed``).
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+
+def _encodable(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text must be valid Unicode: a lone surrogate at character {exc.start}") from None
+    return value
+
+
+#: A string that can be encoded as UTF-8 (JSON can spell lone surrogates; tokenizers cannot take them).
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -29,15 +57,15 @@ class TextPart(_Strict):
     """One ``{"type": "text", "text": ...}`` part of a message's content."""
 
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Strict):
     """One chat message. Content may be a string or a list of text parts."""
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Text | None = None
 
     def text(self) -> str:
         """The message's content as one string."""
@@ -47,26 +75,26 @@ class ChatMessage(_Strict):
 
 
 class StreamOptions(_Strict):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class _SamplingFields(_Strict):
     """Fields shared by chat and text completions."""
 
-    model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
+    model: Text = Field(min_length=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    temperature: StrictFloat = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: StrictFloat = Field(default=1.0, gt=0.0, le=1.0)
+    seed: StrictInt | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
+    stop: Text | list[Text] | None = None
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] = 1
     """Only one choice per request is generated."""
     presence_penalty: Literal[0, 0.0] = 0.0
     frequency_penalty: Literal[0, 0.0] = 0.0
     logit_bias: dict[str, float] | None = None
-    user: str | None = None
+    user: Text | None = None
 
     @field_validator("stop")
     @classmethod
@@ -99,19 +127,22 @@ class ChatCompletionRequest(_SamplingFields):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     """The newer name of ``max_tokens``; wins when both are given."""
     logprobs: Literal[False] = False
 
     def max_new_tokens(self) -> int:
         return self.max_completion_tokens or self.max_tokens or DEFAULT_CHAT_MAX_TOKENS
 
+    def max_tokens_given(self) -> bool:
+        return self.max_completion_tokens is not None or self.max_tokens is not None
+
 
 class CompletionRequest(_SamplingFields):
     """``POST /v1/completions``: one text prompt (a list holding one string is accepted too)."""
 
-    prompt: str | list[str]
-    echo: bool = False
+    prompt: Text | list[Text]
+    echo: StrictBool = False
     logprobs: None = None
     suffix: None = None
 
@@ -127,6 +158,9 @@ class CompletionRequest(_SamplingFields):
 
     def max_new_tokens(self) -> int:
         return self.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS
+
+    def max_tokens_given(self) -> bool:
+        return self.max_tokens is not None
 
 
 class Usage(BaseModel):

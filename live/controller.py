@@ -45,9 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
-import os
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -68,6 +66,7 @@ from live.generation import GenerationInputError, GenerationRequest
 from live.metrics_prom import GaugeState, LiveMetrics
 from live.migration import MIGRATING, RESUMING, MigrationSettings, RunningRequest, take_over
 from live.records import LiveRecorder
+from live.state_file import StateWriteError, read_state, write_state
 from live.store import StoreError, validate_model_name
 from live.worker import Finished, GenerationEvent, NodeWorker, Paused, PromptAccepted, TextDelta, WorkerError
 
@@ -76,6 +75,11 @@ logger = logging.getLogger("sllmsim.live")
 #: File under the storage folder where deployments are kept across restarts.
 DEPLOYMENTS_FILE = "deployments.json"
 _DEPLOYMENTS_VERSION = 1
+#: Largest ``backend_config.max_batch_size``: each running request holds a thread and a KV cache.
+MAX_BATCH_SIZE = 256
+#: Largest ``auto_scaling_config.max_instances`` (more than any cluster here can hold; a bound so that
+#: a mistyped number is an error rather than an unbounded plan).
+MAX_INSTANCES = 1024
 
 
 class UnknownModelError(SllmsimError):
@@ -185,6 +189,8 @@ class Deployment:
     draining: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None
+    last_load_error: str = ""
+    """Why its last load failed ("" once one succeeds): shown in status."""
 
     @property
     def name(self) -> str:
@@ -229,6 +235,9 @@ class Controller:
         self._instance_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self.abort_reason: str | None = None
+        """Set when the server ends the requests still running (its drain time ran out): the reason
+        they are recorded with, instead of a client's disconnect."""
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -237,12 +246,11 @@ class Controller:
         self._loop = asyncio.get_running_loop()
         self.recorder.capture_scheduler_log()
         path = self.storage_dir / DEPLOYMENTS_FILE
-        if not path.exists():
-            return
-        try:
-            saved = json.loads(path.read_text())["deployments"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.error("cannot read %s (%s); starting with no deployments", path, exc)
+        state = read_state(path)
+        saved = state.get("deployments") if state is not None else None
+        if not isinstance(saved, list):
+            if state is not None:
+                logger.error("%s holds no list of deployments; starting with none", path)
             return
         for entry in saved:
             raw = entry.get("config") if isinstance(entry, dict) else None
@@ -301,6 +309,18 @@ class Controller:
         most = max((n.num_gpus for n in allowed), default=0)
         if cfg.num_gpus > most:
             raise ConfigError(src, "num_gpus", f"{cfg.num_gpus} GPUs per instance, but the allowed nodes have at most {most}")
+        if cfg.backend_config.max_batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(src, "backend_config.max_batch_size",
+                              f"at most {MAX_BATCH_SIZE} requests per instance, got {cfg.backend_config.max_batch_size}")
+        asc = cfg.auto_scaling_config
+        if asc.max_instances > MAX_INSTANCES:
+            raise ConfigError(src, "auto_scaling_config.max_instances",
+                              f"at most {MAX_INSTANCES} instances per model, got {asc.max_instances}")
+        room = sum(n.num_gpus // cfg.num_gpus for n in allowed)
+        if asc.min_instances > room:
+            raise ConfigError(src, "auto_scaling_config.min_instances",
+                              f"{asc.min_instances} instances of {cfg.num_gpus} GPU(s) each must always run, but the "
+                              f"allowed nodes hold at most {room}")
 
     async def _prepare_checkpoint(self, cfg: DeployConfig, store_key: str | None) -> tuple[str, int]:
         """The store key of the deployment's checkpoint and its size in bytes.
@@ -346,9 +366,13 @@ class Controller:
         depth = cfg.num_layers or await asyncio.to_thread(self.registry.model_layers, key) or model_depth(cfg) or 0
         dep = Deployment(config=cfg, raw=raw, store_key=key, size_bytes=size, num_layers=depth)
         self._deployments[cfg.model] = dep
-        self.deploy_history.append(deploy_config_to_dict(cfg))
         if persist:
-            self._persist()
+            try:
+                self._persist()
+            except StateWriteError:
+                del self._deployments[cfg.model]  # not live: a retry deploys it
+                raise
+        self.deploy_history.append(deploy_config_to_dict(cfg))
         logger.info("deployed %s (%s, %d bytes)", cfg.model, key, size)
         self._rescale(dep)  # starts min_instances, if any
         return self._model_status(dep)
@@ -371,10 +395,15 @@ class Controller:
             if before != after:
                 raise ConfigError(source, field_name, f"cannot change from {before!r} to {after!r} on a deployed "
                                   "model; delete it and deploy again")
+        before = dep.config, dep.raw
         dep.config = cfg
         dep.raw = raw
+        try:
+            self._persist()
+        except StateWriteError:
+            dep.config, dep.raw = before
+            raise
         self.deploy_history.append(deploy_config_to_dict(cfg))
-        self._persist()
         self._rescale(dep)
         return self._model_status(dep)
 
@@ -395,9 +424,15 @@ class Controller:
         Returns once every named deployment is gone. Nothing is deleted when a name is unknown.
         """
         deps = list(dict.fromkeys(self._find_for_delete(n) for n in names))
-        for dep in deps:
+        fresh = [dep for dep in deps if not dep.draining]
+        for dep in fresh:
             dep.draining = True
-        self._persist()
+        try:
+            self._persist()
+        except StateWriteError:
+            for dep in fresh:  # still deployed, still serving: a retry deletes them
+                dep.draining = False
+            raise
         for dep in deps:
             self._rescale(dep)
             self._check_drained(dep)
@@ -405,15 +440,12 @@ class Controller:
         return [dep.name for dep in deps]
 
     def _persist(self) -> None:
-        """Write the deployments (not those being deleted) atomically to the storage folder."""
+        """Write the deployments (not those being deleted) durably to the storage folder (the previous
+        state is kept); raises :class:`~live.state_file.StateWriteError`, the caller rolls back."""
         data = {"version": _DEPLOYMENTS_VERSION,
                 "deployments": [{"config": dep.raw, "store_key": dep.store_key}
                                 for dep in self._deployments.values() if not dep.draining]}
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
-        path = self.storage_dir / DEPLOYMENTS_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
+        write_state(self.storage_dir / DEPLOYMENTS_FILE, data)
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -442,11 +474,11 @@ class Controller:
         except asyncio.CancelledError:
             fut = waiter.future
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._finish(Ticket(rec, fut.result(), False), "failed", "client disconnected")
+                self._finish(Ticket(rec, fut.result(), False), "failed", self.abort_reason or "client disconnected")
             elif not fut.done() or fut.cancelled():
                 with contextlib.suppress(ValueError):
                     dep.queue.remove(waiter)
-                self._request_gone(dep, rec, "client disconnected while waiting")
+                self._request_gone(dep, rec, self.abort_reason or "client disconnected while waiting")
             raise
         # A cold start: the instance that serves it became ready only after the request arrived.
         return Ticket(rec, inst, cold_start=inst.ready_s is not None and inst.ready_s >= rec.arrival_s)
@@ -507,6 +539,8 @@ class Controller:
         finally:
             run.end()
             ticket.instance.running.pop(rec.request_id, None)
+            if status == "failed" and reason == "client disconnected" and self.abort_reason:
+                reason = self.abort_reason
             self._finish(ticket, status, reason)
 
     def abandon(self, ticket: Ticket, reason: str) -> None:
@@ -525,6 +559,7 @@ class Controller:
             rec.finish_s = self.recorder.now_s()
         dep.in_flight -= 1
         inst.active -= 1
+        self.recorder.finished(rec)
         self.metrics.on_request(dep.name, status, rec.latency_s, rec.ttft_s, rec.input_tokens, rec.output_tokens)
         if inst.active == 0 and inst.phase == "ready":
             self._set_phase(inst, "idle")
@@ -537,6 +572,7 @@ class Controller:
         """Account for a queued request that leaves without being served."""
         dep.in_flight -= 1
         rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
+        self.recorder.finished(rec)
         self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
         self._rescale(dep)
         self._check_drained(dep)
@@ -575,6 +611,7 @@ class Controller:
             dep.in_flight -= 1
             rec = waiter.record
             rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
+            self.recorder.finished(rec)
             self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
             waiter.future.set_exception(LoadFailedError(reason))
 
@@ -736,6 +773,7 @@ class Controller:
         except Exception as exc:
             reason = f"loading model {dep.name} on node {inst.node_id} failed: {exc}"
             logger.error(reason)
+            dep.last_load_error = reason
             self.metrics.on_load_failed(dep.name)
             now = self.recorder.now_s()
             self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now)
@@ -744,6 +782,7 @@ class Controller:
             self._sample(dep, inst.node_id)
             return reason
         now = self.recorder.now_s()
+        dep.last_load_error = ""
         inst.tier, inst.nbytes, inst.ready_s = info.tier, info.nbytes, now
         self.metrics.on_load(dep.name, info.tier, now - inst.placed_s)
         self._sample(dep, inst.node_id)
@@ -1004,6 +1043,7 @@ class Controller:
             "size_bytes": dep.size_bytes,
             "in_flight": dep.in_flight,
             "queued": sum(1 for w in dep.queue if not w.future.done()),
+            "unavailable": self._unavailable(dep),
             "config": deploy_config_to_dict(dep.config),
             "instances": [
                 {"instance_id": i.instance_id, "node": i.node_id, "device": self.workers[i.node_id].device,
@@ -1013,6 +1053,15 @@ class Controller:
                 for i in dep.instances.values()
             ],
         }
+
+    def _unavailable(self, dep: Deployment) -> str:
+        """What keeps ``dep`` from serving, as the operator should read it ("" when nothing does)."""
+        stored = self.registry.is_imported(dep.store_key) or any(
+            dep.store_key in w.storage_state().disk_models for w in self.workers.values())
+        if not stored:
+            return ("no complete copy of its checkpoint is in the store (deleted behind the server's back?); "
+                    "delete the deployment and deploy it again from its folder")
+        return dep.last_load_error
 
     def status(self) -> dict:
         """Nodes (devices, slots, tiers) and models (instances with node and phase) as plain data."""

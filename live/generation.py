@@ -40,6 +40,9 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    max_tokens_given: bool = False
+    """Whether the client set ``max_tokens``: then more than the context leaves is an error (as vLLM
+    answers); a default is cut to what the context leaves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,38 @@ def encode_prompt(tokenizer, request: GenerationRequest) -> list[int]:
         # The template already holds any special tokens the model expects.
         return list(tokenizer(chat_prompt(tokenizer, request.messages), add_special_tokens=False)["input_ids"])
     return list(tokenizer(request.prompt or "")["input_ids"])
+
+
+def _longest_token_bytes(tokenizer) -> int:
+    """UTF-8 bytes of the tokenizer's longest vocabulary entry (computed once per tokenizer).
+
+    A token never stands for more text than its entry spells (byte-level BPE maps each byte to one
+    character, SentencePiece writes a space as the 3-byte U+2581), so ``bytes / this`` is a lower
+    bound on a text's token count that costs no tokenization.
+    """
+    cached = getattr(tokenizer, "_sllmsim_longest_token_bytes", None)
+    if cached is None:
+        cached = max((len(t.encode("utf-8", "surrogatepass")) for t in tokenizer.get_vocab()), default=1)
+        try:
+            tokenizer._sllmsim_longest_token_bytes = cached
+        except AttributeError:  # a tokenizer that takes no attributes is measured each time
+            pass
+    return max(1, cached)
+
+
+def check_prompt_size(tokenizer, request: GenerationRequest, max_len: int | None) -> None:
+    """Refuse, before tokenizing it, a prompt whose text alone needs more tokens than ``max_len``."""
+    if max_len is None:
+        return
+    texts = [m.get("content") or "" for m in request.messages] if request.messages is not None \
+        else [request.prompt or ""]
+    nbytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    at_least = -(-nbytes // _longest_token_bytes(tokenizer))
+    if at_least >= max_len:
+        raise GenerationInputError(
+            "messages" if request.messages is not None else "prompt",
+            f"the prompt's {nbytes} bytes are at least {at_least} tokens; this model's context is {max_len} tokens",
+        )
 
 
 def context_length(model) -> int | None:
@@ -258,10 +293,11 @@ class Decoder:
         self.model = model
         self.tokenizer = tokenizer
         self.params = params = request.params
+        max_len = context_length(model)
+        check_prompt_size(tokenizer, request, max_len)
         self.prompt_ids = encode_prompt(tokenizer, request)
         if not self.prompt_ids:
             raise GenerationInputError("prompt", "the prompt is empty after tokenization")
-        max_len = context_length(model)
         self.budget = params.max_tokens
         if max_len is not None:
             if len(self.prompt_ids) >= max_len:
@@ -269,7 +305,12 @@ class Decoder:
                     "messages" if request.messages is not None else "prompt",
                     f"the prompt has {len(self.prompt_ids)} tokens; this model's context is {max_len} tokens",
                 )
-            self.budget = min(self.budget, max_len - len(self.prompt_ids))
+            room = max_len - len(self.prompt_ids)
+            if params.max_tokens_given and params.max_tokens > room:
+                raise GenerationInputError(
+                    "max_tokens", f"max_tokens is {params.max_tokens}, but the prompt has {len(self.prompt_ids)} "
+                    f"tokens and this model's context is {max_len} tokens: at most {room} can be generated")
+            self.budget = min(self.budget, room)
         self.device = next(model.parameters()).device
         self.eos = _eos_ids(model, tokenizer)
         self.sampler = _Sampler(params)

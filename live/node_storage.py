@@ -260,12 +260,14 @@ class NodeStorage:
                 return 0
         src, done_with_src = self.registry.network_source(model, exclude=self.node_id)
         try:
-            nbytes = manifest_bytes(read_manifest(src))
+            source_manifest = read_manifest(src)
+            nbytes = manifest_bytes(source_manifest)
             with self._lock:
                 self._reserve_disk_locked(model, nbytes)
             tmp = self.tmp_dir / uuid.uuid4().hex
             try:
-                copied = copy_checkpoint(src, tmp, bandwidth_bytes_per_s)
+                # Verified against the source's manifest: a damaged source is an error, not a new copy.
+                copied = copy_checkpoint(src, tmp, bandwidth_bytes_per_s, expected=source_manifest)
                 install_folder(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -332,7 +334,13 @@ class NodeStorage:
                 tier = self.tier_of(model)
                 if waited:
                     report(Phase.QUEUED, tier, queued_s, 0)
-                loaded = self._load_locked(model, tier, dtype, report)
+                try:
+                    loaded = self._load_locked(model, tier, dtype, report)
+                except (CheckpointError, OSError) as exc:
+                    if tier is Tier.NETWORK or not self._drop_bad_copy(model, exc):
+                        raise
+                    # The copy from the source is verified against its manifest on the way.
+                    loaded = self._load_locked(model, Tier.NETWORK, dtype, report)
             finally:
                 self._io_lock.release()
         finally:
@@ -340,6 +348,18 @@ class NodeStorage:
                 del self._pending[load_id]
         loaded.phases = phases
         return loaded
+
+    def _drop_bad_copy(self, model: str, exc: BaseException) -> bool:
+        """Drop this node's disk (and host) copy of ``model`` that failed to load (damaged or deleted
+        behind the server's back), so that the load can fall back to the source. False when the
+        copy is in use elsewhere (another node downloads from it) and must stay."""
+        with self._lock:
+            if model in self._disk_pins:
+                return False
+            log.warning("node %s: its copy of %s failed to load (%s); dropping it and copying it again from "
+                           "the store", self.node_id, model, exc)
+            self._delete_locked(model)
+            return True
 
     def _load_locked(self, model: str, tier: Tier, dtype: torch.dtype | None, report) -> LoadedModel:
         if tier is Tier.NETWORK:

@@ -12,10 +12,12 @@ The recorder is not thread-safe on purpose: the controller only touches it from 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from dataclasses import asdict, fields
+from pathlib import Path
 
 from sllmsim.records import PhaseRecord, RequestRecord, RunResult, TimeseriesRecord, request_row
 
@@ -37,8 +39,14 @@ class _SchedulerLogCapture(logging.Handler):
 class LiveRecorder:
     """Collects one live run's records; ``now_s()`` is seconds since construction (server start)."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.monotonic, journal: Path | None = None):
         self._clock = clock
+        self._journal = None
+        if journal is not None:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            # Line-buffered: each finished request is in the file as soon as it ends, so that a server
+            # killed before it can write its run folder loses none of them.
+            self._journal = open(journal, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         self._t0 = clock()
         self.requests: list[RequestRecord] = []
         self.phases: list[PhaseRecord] = []
@@ -58,11 +66,23 @@ class LiveRecorder:
 
     def new_request(self, model: str) -> RequestRecord:
         """A record for a request arriving now; ids count up from 0 per server."""
+        # "running" until the controller records how it ended (completed or failed).
         rec = RequestRecord(request_id=self._next_request_id, model=model, arrival_s=self.now_s(),
-                            input_tokens=0, output_tokens=0)
+                            input_tokens=0, output_tokens=0, status="running")
         self._next_request_id += 1
         self.requests.append(rec)
         return rec
+
+    def finished(self, rec: RequestRecord) -> None:
+        """Note that ``rec`` has ended (completed or failed): appended to the journal, if any, as one
+        JSON line of the shared request row."""
+        if self._journal is not None:
+            self._journal.write(json.dumps(request_row(rec), default=str) + "\n")
+
+    def close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     def phase(self, instance_id: str, model: str, node: str, phase: str, start_s: float, end_s: float,
               tier: str = "", nbytes: int = 0) -> None:

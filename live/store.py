@@ -15,10 +15,12 @@ names do) but never lead outside the store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -29,6 +31,8 @@ from typing import TYPE_CHECKING
 
 from sllmsim.catalog import config_num_layers
 from sllmsim.errors import SllmsimError
+
+from live.state_file import fsync_dir, write_bytes_durably
 
 if TYPE_CHECKING:
     from live.node_storage import NodeStorage
@@ -86,6 +90,23 @@ def validate_model_name(name: object) -> str:
     return name
 
 
+def nested_name(root: Path, name: str) -> str | None:
+    """A model stored under ``root`` whose folder would nest with ``name``'s (``a`` and ``a/b``), if any.
+
+    Names are folders: had both been stored, removing ``a`` would delete ``a/b``'s files.
+    """
+    parts = PurePosixPath(name).parts
+    for depth in range(1, len(parts)):
+        if (root.joinpath(*parts[:depth]) / MANIFEST).exists():
+            return "/".join(parts[:depth])
+    folder = root.joinpath(*parts)
+    if folder.is_dir():
+        for manifest in folder.rglob(MANIFEST):
+            if manifest.parent != folder:
+                return manifest.parent.relative_to(root).as_posix()
+    return None
+
+
 def _under(root: Path, name: str) -> Path:
     path = root.joinpath(*PurePosixPath(validate_model_name(name)).parts)
     # Belt and braces: the name rules already forbid escaping, this guards against symlinked roots.
@@ -96,22 +117,72 @@ def _under(root: Path, name: str) -> Path:
 
 # --- checkpoint folders ------------------------------------------------------------------------------------
 
+def _link_roots(folder: Path) -> tuple[Path, ...]:
+    """Where the links of a checkpoint folder may point: inside it, and for a Hugging Face cache
+    snapshot (``<repo>/snapshots/<revision>``) into its repository's ``blobs`` folder."""
+    real = folder.resolve()
+    roots = [real]
+    if real.parent.name == "snapshots":
+        roots.append(real.parent.parent / "blobs")
+    return tuple(roots)
+
+
 def checkpoint_listing(folder: Path) -> dict[str, int]:
     """The files a store copy of ``folder`` holds: relative posix path -> size in bytes.
 
-    Symlinks are followed (a Hugging Face cache snapshot is a folder of links to blobs); hidden files
-    and non-safetensors weight formats are skipped.
+    Only what belongs to the checkpoint is listed: file links are followed where they resolve
+    inside the folder (or, for a Hugging Face cache snapshot, into its ``blobs``); a link that leads
+    anywhere else is an error naming it; folder links are never followed (no loops, no copying a
+    whole tree by accident). Hidden files and non-safetensors weight formats are skipped.
     """
+    roots = _link_roots(folder)
     out: dict[str, int] = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        for name in list(dirnames):
+            if (here / name).is_symlink():
+                target = (here / name).resolve()
+                if not any(target.is_relative_to(r) for r in roots):
+                    raise StoreError(f"{here / name}: a link to {target}, outside the checkpoint folder; "
+                                     "remove it or copy what it points to into the folder")
+        # Folder links are not followed: one inside the folder names files listed anyway.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink())
         for fname in sorted(filenames):
             if fname.startswith(".") or Path(fname).suffix in SKIPPED_SUFFIXES:
                 continue
-            path = Path(dirpath) / fname
+            path = here / fname
+            if path.is_symlink():
+                target = path.resolve()
+                if not any(target.is_relative_to(r) for r in roots):
+                    raise StoreError(f"{path}: a link to {target}, outside the checkpoint folder; remove it or "
+                                     "copy what it points to into the folder")
             if path.is_file():
                 out[path.relative_to(folder).as_posix()] = path.stat().st_size
     return out
+
+
+def check_finite_weights(folder: Path) -> None:
+    """Raise :class:`StoreError` naming the first floating-point tensor holding NaN or infinity.
+
+    Run once per import (a full read of the weights): such a checkpoint loads without complaint and
+    then answers garbage, so it is refused before it enters the store.
+    """
+    import torch
+    from safetensors import safe_open
+
+    from live.loader import checkpoint_files
+
+    for path in checkpoint_files(folder):
+        with safe_open(str(path), framework="pt") as fh:
+            for name in fh.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                tensor = fh.get_tensor(name)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise StoreError(f"{path}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
+                                     "damaged")
+
+
+class CorruptCopyError(StoreError):
+    """A copy whose bytes differ from what was imported (a truncated or changed source)."""
 
 
 def check_checkpoint_folder(folder: Path) -> None:
@@ -151,15 +222,30 @@ def _source_stamp(folder: Path, listing: Mapping[str, int]) -> dict[str, int]:
 
 
 def copy_checkpoint(src: Path, dst: Path, bandwidth_bytes_per_s: float | None = None,
-                    progress: Progress | None = None, source_stamp: bool = False) -> int:
+                    progress: Progress | None = None, source_stamp: bool = False,
+                    expected: Mapping | None = None, max_bytes: int | None = None) -> int:
     """Copy checkpoint folder ``src`` to the new folder ``dst`` (real bytes) and write its manifest.
+
+    The manifest records each file's size and SHA-256 (hashed while copying, so an import reads each
+    byte once). With ``expected`` (the source's manifest, for a copy between store tiers) the copy
+    must match it, file for file, in size and hash, else :class:`CorruptCopyError`: a bad copy is
+    never blessed with a manifest of its own. Files keep their permission bits. ``max_bytes`` caps the
+    checkpoint's size (checked before copying).
 
     With ``bandwidth_bytes_per_s`` the copy is throttled: after each chunk it sleeps until the bytes
     sent so far would have taken that long, so it never finishes before size / bandwidth seconds.
     Returns the bytes copied.
     """
     listing = checkpoint_listing(src)
+    if expected is not None:
+        missing = sorted(set(expected["files"]) - set(listing))
+        if missing:
+            raise CorruptCopyError(f"{src}: {', '.join(missing[:3])} missing from the stored copy")
+        listing = {rel: listing[rel] for rel in expected["files"]}
     total = sum(listing.values())
+    if max_bytes is not None and total > max_bytes:
+        raise StorageFullError(f"{src}: the checkpoint's {total} bytes exceed the largest node disk "
+                               f"({max_bytes} bytes); it could never be placed")
     chunk = _COPY_CHUNK_BYTES
     if bandwidth_bytes_per_s:
         # About 20 sleeps per second keeps a throttled transfer smooth rather than bursty.
@@ -168,14 +254,18 @@ def copy_checkpoint(src: Path, dst: Path, bandwidth_bytes_per_s: float | None = 
     dst.mkdir(parents=True)
     start = time.monotonic()
     done = 0
+    hashes: dict[str, str] = {}
     if progress:
         progress(0, total)
     for rel in listing:
         out_path = dst / rel
         out_path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
         with open(src / rel, "rb", buffering=0) as fin, open(out_path, "wb", buffering=0) as fout:
+            os.fchmod(fout.fileno(), stat.S_IMODE(os.fstat(fin.fileno()).st_mode))
             while n := fin.readinto(buf):
                 view = buf[:n]
+                digest.update(view)
                 while view:
                     view = view[fout.write(view):]
                 done += n
@@ -185,10 +275,20 @@ def copy_checkpoint(src: Path, dst: Path, bandwidth_bytes_per_s: float | None = 
                         time.sleep(wait_s)
                 if progress:
                     progress(done, total)
-    manifest = {"files": {rel: (dst / rel).stat().st_size for rel in listing}, "source": str(src)}
+            os.fsync(fout.fileno())  # on the disk before the manifest says the copy is complete
+        hashes[rel] = digest.hexdigest()
+    sizes = {rel: (dst / rel).stat().st_size for rel in listing}
+    if expected is not None:
+        for rel, size in sizes.items():
+            want_hash = expected.get("sha256", {}).get(rel)
+            if size != int(expected["files"][rel]) or (want_hash is not None and want_hash != hashes[rel]):
+                what = f"{size} bytes, imported as {expected['files'][rel]}" if size != int(expected["files"][rel]) \
+                    else "its content hash differs from the imported one"
+                raise CorruptCopyError(f"{src / rel}: {what}; the stored copy is damaged (re-import the model)")
+    manifest = {"files": sizes, "sha256": hashes, "source": str(src)}
     if source_stamp:
         manifest["source_mtime_ns"] = _source_stamp(src, listing)
-    (dst / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    write_bytes_durably(dst / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
     return done
 
 
@@ -200,6 +300,7 @@ def install_folder(tmp: Path, final: Path) -> None:
         trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         final.rename(trash)
     tmp.rename(final)
+    fsync_dir(final.parent)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -345,13 +446,24 @@ class StoreRegistry:
         src = source.path
         dst = self.import_path(model)
         with self._import_lock:
+            for root in (self.import_root, *(node.models_dir for node in self.nodes)):
+                other = nested_name(root, model)
+                if other is not None:
+                    raise InvalidModelNameError(
+                        f"model name {model!r} nests with {other!r}, which is in the store: one name may not "
+                        "be a folder prefix of another (their files would share folders)")
             if src.absolute() != dst.absolute():
                 check_checkpoint_folder(src)
                 if not self._import_is_current(src, dst, source):
+                    if not source.in_store:  # a store copy was checked when it was imported
+                        check_finite_weights(src)
                     self._tmp_root.mkdir(parents=True, exist_ok=True)
                     tmp = self._tmp_root / uuid.uuid4().hex
                     try:
-                        copy_checkpoint(src, tmp, progress=progress, source_stamp=not source.in_store)
+                        disks = [n.node.disk_size_bytes for n in self.nodes if getattr(n, "node", None)]
+                        copy_checkpoint(src, tmp, progress=progress, source_stamp=not source.in_store,
+                                        expected=read_manifest(src) if source.in_store else None,
+                                        max_bytes=max(disks) if disks else None)
                         install_folder(tmp, dst)
                     finally:
                         shutil.rmtree(tmp, ignore_errors=True)

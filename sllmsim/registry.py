@@ -48,9 +48,12 @@ def resolve(kind: str, name: str) -> type:
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
-            return getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
+            found = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
             raise UnknownPolicyError(f"cannot import {kind} policy {name!r}: {exc}") from None
+        if not isinstance(found, type):  # e.g. 'os:system': never call an arbitrary function
+            raise UnknownPolicyError(f"{kind} policy {name!r} is not a class (a {type(found).__name__})")
+        return found
     close = difflib.get_close_matches(name, list(table), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UnknownPolicyError(

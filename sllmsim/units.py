@@ -6,6 +6,7 @@ Units are binary, as in the reference ServerlessLLM implementation: ``1GB = 1024
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_FACTORS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
@@ -23,6 +24,8 @@ class UnitError(ValueError):
 
 def _as_number(num: str) -> float | int:
     value = float(num)
+    if not math.isfinite(value):
+        raise UnitError(f"expected a finite number, got {num!r}")
     return int(value) if value.is_integer() else value
 
 
@@ -31,8 +34,8 @@ def parse_size_bytes(value: object) -> int:
     if isinstance(value, bool):
         raise UnitError(f"expected a size such as '32GB' or a number of bytes, got {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise UnitError(f"expected a non-negative size, got {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise UnitError(f"expected a finite, non-negative size, got {value!r}")
         return int(value)
     if isinstance(value, str):
         match = _SIZE_RE.match(value)
@@ -49,8 +52,8 @@ def parse_bandwidth_bytes_per_s(value: object) -> float:
     if isinstance(value, bool):
         raise UnitError(f"expected a bandwidth such as '5GB/s' or '10Gbps', got {value!r}")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise UnitError(f"expected a positive bandwidth, got {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise UnitError(f"expected a finite, positive bandwidth, got {value!r}")
         return value
     if isinstance(value, str):
         match = _BYTES_RATE_RE.match(value)

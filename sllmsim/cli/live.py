@@ -26,6 +26,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_storage(storage: str) -> None:
+    """The store folder must be creatable and writable (checked before the server starts)."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=storage):
+            pass
+    except OSError as exc:
+        raise ConfigError("--storage", "", f"cannot use {storage!r} as the model store: "
+                          f"{exc.strerror or exc}") from None
+
+
 @click.command("live")
 @click.option("--hardware-config", "hardware_config", required=True, type=click.Path(dir_okay=False),
               help="Hardware JSON of the storage-aware scheduling spec (one entry per node).")
@@ -48,20 +62,33 @@ def _is_loopback(host: str) -> bool:
               help="When no node has a free GPU slot for a model, release idle instances of other models "
                    "(longest idle first) before their keep-alive ends. Default: an idle instance keeps its "
                    "slot for its whole keep_alive, as in the reference system.")
+@click.option("--max-body-bytes", default=8 * 1024**2, show_default=True, type=click.IntRange(1024),
+              help="Largest request body accepted (bytes); a larger one is answered 413 without being read.")
+@click.option("--drain-timeout", default=20.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="Seconds that running requests may take to finish after SIGTERM or Ctrl-C; then (or at a "
+                   "second signal) they end with an error (streams: an error event and [DONE]) and are "
+                   "recorded as failed. Keep it below your supervisor's grace period.")
+@click.option("--import-from", "import_roots", multiple=True, type=click.Path(file_okay=False),
+              help="Folder under which deploy requests may name local checkpoint folders to import "
+                   "(repeatable). Default: any folder the server can read. `sllmsim import` is not limited.")
 @click.option("--out", "run_dir", default=None, type=click.Path(file_okay=False),
               help="When the server stops, write the run's records there as a run folder (requests.csv, "
                    "instances.csv, summary.json, plots), comparable with a simulated run.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
-         scheduler: str, enable_migration: bool, reclaim_idle: bool, run_dir: str | None, log_level: str) -> None:
+         scheduler: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int, drain_timeout: float,
+         import_roots: tuple[str, ...], run_dir: str | None, log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
     cluster = load_hardware(hardware_config)
 
     from sllmsim.core.placement import make_placement_policy
 
     # An unknown policy name, or migration with a policy that cannot migrate, fails here, before anything starts.
-    make_placement_policy(scheduler)
+    try:
+        make_placement_policy(scheduler)
+    except TypeError as exc:  # a class that is not a placement policy
+        raise ConfigError("--scheduler", "", f"{scheduler!r} cannot be built as a placement policy: {exc}") from None
     if enable_migration:
         try:
             make_placement_policy(scheduler, enable_migration=True)
@@ -71,17 +98,20 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     from live.worker import default_devices, parse_devices
 
     node_devices = parse_devices(devices, cluster) if devices else default_devices(cluster)
+    _check_storage(storage)
     if api_key is not None and not api_key.strip():
         raise ConfigError("--api-key", "", "the API key must not be empty")
     if not _is_loopback(host) and api_key is None:
         click.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
 
-    import uvicorn
+    from live.server import create_app, make_server
+    from live.state_file import StoreLock
 
-    from live.server import create_app
+    store_lock = StoreLock(storage)  # a second server on the same store stops here, in one line
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
     app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
-                     enable_migration=enable_migration, reclaim_idle=reclaim_idle)
+                     enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes, store_lock=store_lock,
+                     import_roots=list(import_roots) or None)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
+    make_server(app, host=host, port=port, drain_s=drain_timeout, log_level=log_level, log_config=None).run()

@@ -6,6 +6,7 @@ The same file drives the simulator and live mode (``sllmsim deploy --config``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,9 +136,10 @@ def parse_deploy_config(raw: Any, source: str = "<inline deploy config>") -> Dep
         raise ConfigError(source, "auto_scaling_config.min_instances",
                           f"min_instances ({min_i}) exceeds max_instances ({max_i})")
     keep_alive = asc.get("keep_alive", defaults.keep_alive)
-    if isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float)) or keep_alive < 0:
+    if (isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float))
+            or not math.isfinite(keep_alive) or keep_alive < 0):
         raise ConfigError(source, "auto_scaling_config.keep_alive",
-                          f"expected a non-negative number of seconds, got {keep_alive!r}")
+                          f"expected a finite, non-negative number of seconds, got {keep_alive!r}")
     autoscaling = AutoScalingConfig(
         metric=metric,
         target=_int(asc, "target", defaults.target, source, "auto_scaling_config.target", 1),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,22 @@ def parse_hardware(raw: Any, source: str = "<inline hardware>") -> ClusterSpec:
     """Validate a hardware mapping ``{node_id: {...}}`` as in the spec."""
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(source, "", "expected a non-empty JSON object mapping node ids to node settings")
+    for node_id in raw:
+        check_node_id(node_id, source)
     return ClusterSpec(tuple(parse_node(str(k), v, source) for k, v in raw.items()), source=source)
+
+
+#: A node id names a folder of live mode's store and a label in every output: letters, digits, ``.``,
+#: ``_`` and ``-``, starting with a letter or digit (so never empty, ``..``, a path or ``_import``).
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_node_id(node_id: object, source: str) -> None:
+    """Refuse a node id that could not name a folder safely, naming the file."""
+    if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id) or ".." in node_id:
+        raise ConfigError(source, repr(node_id) if isinstance(node_id, str) else str(node_id),
+                          "a node id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+                          "digit (no '/', no '..')")
 
 
 def load_hardware(path: str | Path) -> ClusterSpec:

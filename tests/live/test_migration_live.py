@@ -160,7 +160,10 @@ def test_a_failed_move_leaves_the_request_on_its_source_and_the_new_model_waits(
             assert http.post("/register", json=cfg).status_code == 200
         _warm_second_on_node_0(http, client)
         want = _baseline(http, client)
-        _corrupt_header(storage / "1" / "models" / "long")  # the destination's load will fail
+        # The destination's load will fail: its disk copy is damaged, and so is the store's copy that a
+        # damaged node copy is replaced from.
+        _corrupt_header(storage / "1" / "models" / "long")
+        _corrupt_header(storage / "_import" / "long")
         replies = []
 
         def second_arrives():

@@ -289,9 +289,9 @@ def test_unknown_model_is_404_listing_deployed_models(live):
     ({"model": "opt-2.7b", "messages": MESSAGES, "n": 2}, "n"),
     ({"model": "opt-2.7b", "messages": MESSAGES, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
 ])
-def test_bad_request_fields_are_422_naming_the_field(live, body, param):
+def test_bad_request_fields_are_400_naming_the_field(live, body, param):
     response = live.http.post("/v1/chat/completions", json=body)
-    assert response.status_code == 422
+    assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == param and param in error["message"]
 

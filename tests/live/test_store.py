@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from live.host_cache import HostCache
-from live.loader import CheckpointError, HostCheckpoint, load_model
-from live.store import InvalidModelNameError, ModelNotFoundError, StorageFullError, StoreRegistry
+from live.loader import HostCheckpoint, load_model
+from live.store import InvalidModelNameError, ModelNotFoundError, StorageFullError, StoreError, StoreRegistry
 from sllmsim.core import Tier
 from sllmsim.records import Phase
 
@@ -123,8 +123,13 @@ def test_disk_size_evicts_least_recently_used(store_factory, tiny_model_factory)
     assert node.host_models() <= node.disk_models()
 
 
-def test_disk_too_small_or_pinned_is_storage_full(store_factory, tiny_model_factory):
-    store = store_factory(_hardware(nodes=("0", "1"), disk_size="100KB"))
+def test_disk_too_small_or_pinned_is_storage_full(store_factory, tiny_model_factory, tmp_path):
+    hardware = _hardware(nodes=("0", "1"), disk_size="100KB")
+    # A checkpoint larger than every node's disk could never be placed: refused at import.
+    with pytest.raises(StorageFullError, match="largest node disk"):
+        store_factory(hardware, root=tmp_path / "tiny").import_model("opt", tiny_model_factory("opt"))
+    hardware["1"]["disk_size"] = "1GB"
+    store = store_factory(hardware)
     store.import_model("opt", tiny_model_factory("opt"))
     with pytest.raises(StorageFullError, match="disk_size"):
         store.node("0").load("opt")
@@ -263,15 +268,23 @@ def test_corrupt_checkpoint_fails_cleanly(spec_store, tiny_model_dir, tmp_path):
     with pytest.raises(Exception, match="corrupt safetensors header"):
         spec_store.import_model("bad", bad)
 
-    # Corrupted after import (e.g. a disk error): the load fails with the file named, nothing leaks.
+    # A node's copy corrupted after import (e.g. a disk error) is dropped and copied again from the store.
     spec_store.import_model("opt-tiny", tiny_model_dir, node_ids=["0"])
     on_disk = spec_store.node("0").model_dir("opt-tiny") / "model.safetensors"
     on_disk.write_bytes(on_disk.read_bytes()[:-4096])
     node = spec_store.node("0")
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    node.release(node.load("opt-tiny"))
+    assert node.host_models() == {"opt-tiny"}
+    node.host_cache.evict("opt-tiny")
+    # Damaged in the store as well: the load fails with the file named, nothing leaks.
+    on_disk.write_bytes(on_disk.read_bytes()[:-4096])
+    stored = spec_store.import_path("opt-tiny") / "model.safetensors"
+    stored.write_bytes(stored.read_bytes()[:-4096])
+    with pytest.raises(StoreError, match="model.safetensors"):
         node.load("opt-tiny")
     assert node.host_models() == frozenset() and node.host_cache.used_bytes >= 0
     assert node.io_backlog_s() == 0 and not node._io_lock.locked() and not node._disk_pins
+    stored.write_bytes((tiny_model_dir / "model.safetensors").read_bytes())  # restored: it heals
     assert spec_store.node("1").load("opt-tiny").tier is Tier.NETWORK  # the store still serves others
 
 
