@@ -83,7 +83,7 @@ def test_the_reference_clients_errors_are_clear(server, tmp_path, tiny_model_dir
 
     # `sllm delete --lora-adapters` deletes only adapters in the reference: refused, nothing deleted.
     proc = sllm(server, "delete", "opt-2.7b", "--lora-adapters", "demo")
-    assert "Failed to delete 'opt-2.7b'. Status: 422" in proc.stdout and "LoRA adapters" in proc.stdout
+    assert "Failed to delete 'opt-2.7b'. Status: 400" in proc.stdout and "LoRA adapters" in proc.stdout
     proc = sllm(server, "delete", "opt-66b")
     assert "Failed to delete 'opt-66b'. Status: 404" in proc.stdout and "opt-2.7b" in proc.stdout
     assert sllm(server, "status").stdout.splitlines()[1:] == ["- opt-2.7b"]
@@ -129,7 +129,7 @@ def test_both_delete_body_shapes_and_the_models_key(plain_server, tiny_model_fac
     for body, param in (({"model": "a", "models": ["b"]}, "body"), ({}, "body"), ({"models": []}, "models"),
                         ({"model": "a", "lora_adapters": ["x"]}, "lora_adapters")):
         refused = httpx.post(f"{plain_server}/delete", json=body)
-        assert refused.status_code == 422 and refused.json()["error"]["param"] == param, refused.text
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
     assert httpx.post(f"{plain_server}/delete", json={"model": "a"}, timeout=60).json() == {"deleted": ["a"]}
     # lora_adapters: null is what the reference's server takes as "the whole model".
     assert httpx.post(f"{plain_server}/delete", json={"model": "b", "lora_adapters": None},
