@@ -160,6 +160,7 @@ def enable_batching(model) -> None:
 def packed_pass(model, seqs: Sequence[BatchedSequence], pad_id: int = 0) -> None:
     """One forward pass computing every pending token of ``seqs``; each sequence's ``_logits``
     become those of its last token."""
+    enable_batching(model)  # without it the pass would silently attend within itself only
     ids: list[int] = []
     positions: list[int] = []
     segments: list[_Segment] = []
