@@ -382,27 +382,24 @@ class BatchEngine:
         budget = PREFILL_TOKENS_PER_STEP
         while self._waiting and len(self._active) < self.max_batch_size:
             entry = self._waiting[0]
-            if entry.seq is None:
-                try:
+            try:
+                if entry.seq is None:
                     entry.seq = BatchedSequence(self.model, self.tokenizer, entry.request)
-                except BaseException as exc:
-                    self._waiting.pop(0)
-                    entry.done(exc)
-                    continue
-            cost = len(entry.seq.pending()) + len(entry.seq.missing(entry.checkpoint) if entry.checkpoint else ())
+                elif entry.checkpoint is not None:  # a take-over: the source's last tokens, text and sampler
+                    entry.seq.generated.extend(entry.seq.missing(entry.checkpoint))
+                    entry.seq.adopt(entry.checkpoint)
+                    entry.checkpoint = None
+            except BaseException as exc:
+                self._waiting.pop(0)
+                entry.done(exc)
+                continue
+            cost = len(entry.seq.pending())
             if cost > budget and budget < PREFILL_TOKENS_PER_STEP:
                 break  # next step
             budget -= cost
             self._waiting.pop(0)
             if entry.on_accept is not None:
                 entry.on_accept(len(entry.seq.prompt_ids))
-            if entry.checkpoint is not None:
-                try:
-                    entry.seq.generated.extend(entry.seq.missing(entry.checkpoint))
-                    entry.seq.adopt(entry.checkpoint)
-                except BaseException as exc:
-                    entry.done(exc)
-                    continue
             self._active.append(entry)
 
     def _step(self, entry: _Entry) -> None:
