@@ -223,3 +223,17 @@ def test_a_tokens_keys_values_and_logits_are_bit_identical_whatever_it_is_batche
     for a, c, r in zip(alone.kv, crowded.kv, rebuilt.kv, strict=True):
         for i in (0, 1):
             assert torch.equal(a[i], c[i]) and torch.equal(a[i], r[i])
+
+
+def test_the_decode_benchmark_prints_both_paths_and_rejects_bad_levels(capsys):
+    from live import bench_decode
+
+    bench_decode.main(["--hidden", "64", "--layers", "1", "--tokens", "3", "--repeats", "1", "--concurrency", "1,2"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.lstrip()[:1].isdigit()]
+    assert [row.split()[0] for row in rows] == ["1", "2"]
+    assert all(float(row.split()[-1]) > 0 for row in rows)  # the batched/threads ratio of the row
+    for bad in (["--concurrency", "x"], ["--concurrency", "0"], ["--hidden", "100"], ["--arch", "bert"]):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_decode.main(bad)
+        assert exit_info.value.code == 2
+        assert bad[0] in capsys.readouterr().err
