@@ -375,10 +375,18 @@ class Decoder:
     def restore(self, checkpoint: DecodeCheckpoint) -> None:
         """Take over a generation paused elsewhere: take what of its tokens this one lacks, and adopt
         its reply text, streamed position and sampler state."""
+        self.extend(self.missing(checkpoint))
+        self.adopt(checkpoint)
+
+    def missing(self, checkpoint: DecodeCheckpoint) -> list[int]:
+        """The checkpoint's tokens that this generation was not given yet."""
         known = list(checkpoint.generated)
         if known[:len(self.generated)] != self.generated:
             raise ValueError("the checkpoint's tokens differ from those this generation was given")
-        self.extend(known[len(self.generated):])
+        return known[len(self.generated):]
+
+    def adopt(self, checkpoint: DecodeCheckpoint) -> None:
+        """Take the checkpoint's streamed position and sampler state (its tokens already taken)."""
         self.emitted = checkpoint.emitted_chars
         self.text = self._decode()
         self.sampler.rng.set_state(torch.frombuffer(bytearray(checkpoint.rng_state), dtype=torch.uint8))
@@ -399,30 +407,13 @@ class Decoder:
         end remains. At a pause, ``on_pause(checkpoint)`` is called before waiting; a generation
         stopped while paused returns ``finish_reason="handed_over"`` and streams nothing more.
         """
-        stops = self.params.stop
         finish = "length"
         self._sync()
         while len(self.generated) < self.budget:
-            next_id = self.sampler(self._all_ids, self._logits)
-            if next_id in self.eos:
-                finish = "stop"
+            ended = self.take(self.sampler(self._all_ids, self._logits), on_token)
+            if ended is not None:
+                finish = ended
                 break
-            self.generated.append(next_id)
-            text = self.text = self._decode()
-            cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-            if cut >= 0:
-                self.text = text = text[:cut]
-                finish = "stop"
-                if on_token is not None:
-                    on_token(text[self.emitted:], next_id)
-                self.emitted = len(text)
-                break
-            safe = len(text) - _held_back(text, stops)
-            if on_token is not None:
-                on_token(text[self.emitted:safe] if safe > self.emitted else "", next_id)
-            self.emitted = max(self.emitted, safe)
-            if len(self.generated) >= self.budget:
-                break  # the budget is spent: the last token's forward pass would be wasted
             if control is not None:
                 if control.stopped:
                     finish = "cancelled"
@@ -434,11 +425,38 @@ class Decoder:
                         # Continued elsewhere: what is held back is the destination's to stream.
                         return self._output("handed_over")
             self._sync()
-        # Whatever was held back (a partial stop prefix that never completed) belongs to the reply.
+        self.flush(on_token)
+        return self._output(finish)
+
+    def take(self, next_id: int, on_token: Callable[[str, int | None], None] | None) -> str | None:
+        """Take one sampled token: stream what became safe to show; the finish reason (``stop`` or
+        ``length``) when it ends the generation, else None (its forward pass is still to run)."""
+        stops = self.params.stop
+        if next_id in self.eos:
+            return "stop"
+        self.generated.append(next_id)
+        text = self.text = self._decode()
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text = text = text[:cut]
+            if on_token is not None:
+                on_token(text[self.emitted:], next_id)
+            self.emitted = len(text)
+            return "stop"
+        safe = len(text) - _held_back(text, stops)
+        if on_token is not None:
+            on_token(text[self.emitted:safe] if safe > self.emitted else "", next_id)
+        self.emitted = max(self.emitted, safe)
+        if len(self.generated) >= self.budget:
+            return "length"  # the budget is spent: the last token's forward pass would be wasted
+        return None
+
+    def flush(self, on_token: Callable[[str, int | None], None] | None) -> None:
+        """Stream whatever was held back (a partial stop prefix that never completed): it belongs to
+        the reply once the generation ends."""
         if on_token is not None and len(self.text) > self.emitted:
             on_token(self.text[self.emitted:], None)
             self.emitted = len(self.text)
-        return self._output(finish)
 
     def _output(self, finish: str) -> GenerationOutput:
         return GenerationOutput(text=self.text, prompt_tokens=len(self.prompt_ids),

@@ -6,9 +6,9 @@ worker could become a Ray actor on another machine without the controller changi
 :class:`LocalNodeWorker` runs in the server's process: loads and forward passes run in threads so the
 event loop stays responsive.
 
-Serving model: an instance runs each of its requests in its own thread, up to the deployment's
-``max_batch_size`` at once (the sim's per-instance limit); there is no batched decoding — concurrent
-requests share the model's weights and the device, and each keeps its own KV cache.
+Serving model: an instance runs one generation loop (:class:`live.batching.BatchEngine`) that
+decodes all its requests together, one forward pass per step, up to the deployment's
+``max_batch_size`` at once (the sim's per-instance limit); requests join and leave between steps.
 
 Live migration (token-based, see :mod:`live.migration`) uses two sides of the same interface: the
 source pauses a running generation at a token boundary (:meth:`NodeWorker.pause`, answered by a
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from sllmsim.config.hardware import ClusterSpec, NodeSpec
 from sllmsim.errors import ConfigError, SllmsimError
 
-from live.generation import DecodeCheckpoint, DecodeControl, Decoder, GenerationOutput, GenerationRequest
+from live.batching import BatchedSequence, BatchEngine
+from live.generation import DecodeCheckpoint, DecodeControl, GenerationOutput, GenerationRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +191,11 @@ class LocalNodeWorker(NodeWorker):
         self._load_pool = ThreadPoolExecutor(max_workers=max(1, node.num_gpus),
                                              thread_name_prefix=f"node{node.node_id}-load")
         self._loaded: dict[str, object] = {}
-        self._pools: dict[str, ThreadPoolExecutor] = {}
-        self._controls: dict[str, DecodeControl] = {}
-        """Running generations that may be paused, by session id."""
-        self._resuming: dict[str, tuple[str, Decoder]] = {}
-        """Generations being taken over here (session id -> instance id, decoder) until they continue."""
+        self._engines: dict[str, BatchEngine] = {}
+        self._controls: dict[str, tuple[str, DecodeControl]] = {}
+        """Running generations that may be paused, by session id (-> instance id, control)."""
+        self._resuming: dict[str, tuple[str, BatchedSequence]] = {}
+        """Generations being taken over here (session id -> instance id, sequence) until they continue."""
 
     def storage_state(self) -> StorageState:
         s = self._storage
@@ -210,44 +211,47 @@ class LocalNodeWorker(NodeWorker):
         loop = asyncio.get_running_loop()
         loaded = await loop.run_in_executor(
             self._load_pool, functools.partial(self._storage.load, model_key, on_phase=on_phase, dtype=dtype))
+        try:
+            engine = BatchEngine(loaded.model, loaded.tokenizer, max_concurrency, name=f"{instance_id}-gen")
+        except BaseException:
+            await asyncio.to_thread(self._storage.release, loaded)
+            raise
         self._loaded[instance_id] = loaded
-        self._pools[instance_id] = ThreadPoolExecutor(max_workers=max_concurrency,
-                                                      thread_name_prefix=f"{instance_id}-gen")
+        self._engines[instance_id] = engine
         tier = getattr(loaded.tier, "value", loaded.tier)
         return LoadInfo(tier=str(tier), nbytes=int(loaded.nbytes))
 
     def generate(self, instance_id: str, request: GenerationRequest,
                  session_id: str | None = None) -> AsyncIterator[GenerationEvent]:
-        loaded = self._loaded[instance_id]
-        control = DecodeControl()
+        engine = self._engines[instance_id]
 
-        def work(put) -> GenerationOutput:
-            decoder = Decoder(loaded.model, loaded.tokenizer, request)
-            put(PromptAccepted(len(decoder.prompt_ids)))
-            return decoder.run(lambda delta, token: put(TextDelta(delta, token)), control,
-                               lambda checkpoint: put(Paused(checkpoint)))
+        def start(control, on_token, on_pause, done, put) -> None:
+            engine.start(request, control, on_token, on_pause, done, on_accept=lambda n: put(PromptAccepted(n)))
 
-        return self._stream(instance_id, session_id, control, work)
+        return self._stream(instance_id, session_id, start)
 
-    async def _stream(self, instance_id: str, session_id: str | None, control: DecodeControl,
-                      work: Callable[[Callable[[object], None]], GenerationOutput]) -> AsyncIterator[GenerationEvent]:
-        """Run ``work(put)`` in the instance's thread pool and yield what it puts, then its result as
-        :class:`Finished`. Closing the iterator stops the work at its next token."""
+    async def _stream(self, instance_id: str, session_id: str | None,
+                      start: Callable[..., None]) -> AsyncIterator[GenerationEvent]:
+        """Hand a generation to the instance's engine (``start(control, on_token, on_pause, done, put)``)
+        and yield what it reports, then its result as :class:`Finished`. Closing the iterator stops
+        the generation before the engine's next step."""
         loop = asyncio.get_running_loop()
+        engine = self._engines[instance_id]
         events: asyncio.Queue = asyncio.Queue()
+        ended = loop.create_future()
+        control = DecodeControl()
 
         def put(item) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
 
-        def run() -> None:
-            try:
-                put(Finished(work(put)))
-            except BaseException as exc:  # handed to the event loop, re-raised there
-                put(exc)
+        def done(result) -> None:
+            put(result if isinstance(result, BaseException) else Finished(result))
+            loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
 
         if session_id is not None:
-            self._controls[session_id] = control
-        running = loop.run_in_executor(self._pools[instance_id], run)
+            self._controls[session_id] = (instance_id, control)
+        start(control, lambda delta, token: put(TextDelta(delta, token)), lambda checkpoint: put(Paused(checkpoint)),
+              done, put)
         try:
             while True:
                 item = await events.get()
@@ -258,49 +262,48 @@ class LocalNodeWorker(NodeWorker):
                     return
         finally:
             control.stop()
-            if session_id is not None:
-                self._controls.pop(session_id, None)
-            if not running.done():
-                # The thread stops at its next token; wait so the instance is never oversubscribed.
-                await asyncio.shield(running)
+            engine.wake()
+            if session_id is not None and self._controls.get(session_id, (None, None))[1] is control:
+                del self._controls[session_id]
+            if not ended.done():
+                # The engine drops it before its next step; wait so the instance is never oversubscribed.
+                await asyncio.shield(ended)
+
+    def _control(self, session_id: str) -> tuple[BatchEngine | None, DecodeControl | None]:
+        instance_id, control = self._controls.get(session_id, (None, None))
+        return self._engines.get(instance_id), control
 
     async def pause(self, session_id: str) -> None:
-        control = self._controls.get(session_id)
+        engine, control = self._control(session_id)
         if control is not None:
             control.pause()
 
     async def unpause(self, session_id: str) -> None:
-        control = self._controls.get(session_id)
+        engine, control = self._control(session_id)
         if control is not None:
             control.resume()
+            if engine is not None:
+                engine.wake()
 
     async def resume_prefill(self, instance_id: str, session_id: str, request: GenerationRequest,
                              generated: list[int]) -> int:
-        loaded = self._loaded[instance_id]
-
-        def prefill() -> int:
-            decoder = Decoder(loaded.model, loaded.tokenizer, request)
-            decoder.extend(list(generated))
-            self._resuming[session_id] = (instance_id, decoder)
-            return len(decoder.prompt_ids)
-
-        return await asyncio.get_running_loop().run_in_executor(self._pools[instance_id], prefill)
+        seq = await asyncio.wrap_future(self._engines[instance_id].prefill(request, list(generated)))
+        self._resuming[session_id] = (instance_id, seq)
+        return len(seq.prompt_ids)
 
     async def resume_feed(self, session_id: str, token_ids: list[int]) -> None:
-        instance_id, decoder = self._resuming[session_id]
-        await asyncio.get_running_loop().run_in_executor(self._pools[instance_id], decoder.extend, list(token_ids))
+        instance_id, seq = self._resuming[session_id]
+        await asyncio.wrap_future(self._engines[instance_id].feed(seq, list(token_ids)))
 
     def resume_generate(self, session_id: str, checkpoint: DecodeCheckpoint) -> AsyncIterator[GenerationEvent]:
-        instance_id, decoder = self._resuming.pop(session_id)
-        control = DecodeControl()
+        instance_id, seq = self._resuming.pop(session_id)
+        engine = self._engines[instance_id]
 
-        def work(put) -> GenerationOutput:
-            decoder.restore(checkpoint)
-            return decoder.run(lambda delta, token: put(TextDelta(delta, token)), control,
-                               lambda paused: put(Paused(paused)))
+        def start(control, on_token, on_pause, done, put) -> None:
+            engine.resume(seq, checkpoint, control, on_token, on_pause, done)
 
         # Under the same session id: a moved generation can be paused, and moved, again.
-        return self._stream(instance_id, session_id, control, work)
+        return self._stream(instance_id, session_id, start)
 
     async def drop_session(self, session_id: str) -> None:
         self._resuming.pop(session_id, None)
@@ -309,9 +312,9 @@ class LocalNodeWorker(NodeWorker):
         for session_id in [k for k, (inst, _) in self._resuming.items() if inst == instance_id]:
             del self._resuming[session_id]
         loaded = self._loaded.pop(instance_id, None)
-        pool = self._pools.pop(instance_id, None)
-        if pool is not None:
-            pool.shutdown(wait=False)
+        engine = self._engines.pop(instance_id, None)
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
         if loaded is not None:
             await asyncio.to_thread(self._storage.release, loaded)
 
