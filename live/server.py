@@ -515,9 +515,12 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
     def ctl(request: Request) -> Controller:
         return request.app.state.controller
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health")
     async def health(request: Request) -> dict:
         return {"status": "ok", "models": len(ctl(request).deployed_models())}
+
+    # HEAD answers like GET (probes use it); kept out of the schema, where it would repeat GET's operation id.
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> ModelList:
