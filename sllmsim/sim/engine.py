@@ -770,11 +770,22 @@ class Simulation:
         return True
 
     def _place_pending(self, now: float) -> None:
+        if not self.pending:
+            return
+        # Without room-making or reclaiming, an instance needing more GPUs than the freest node has
+        # would fail _try_place's pre-check; skipping it here is the same outcome without its
+        # O(nodes) scan (on many models, every release used to rescan every waiting instance).
+        # Placements only take GPUs, so the bound stays an upper bound until it is recomputed.
+        simple = not (self.makes_room or self.reclaim_idle)
+        most_free = max(n.free_gpus for n in self.nodes) if simple else math.inf
         for inst in list(self.pending):
+            if simple and inst.model.num_gpus > most_free:
+                continue
             # A placement can start or cancel other instances (a preemption re-queues requests,
             # whose model may scale out), so skip the ones no longer waiting.
             if inst.node is None and inst.phase != RELEASED:
-                self._try_place(inst, now)
+                if self._try_place(inst, now) and simple:
+                    most_free = max(n.free_gpus for n in self.nodes)
 
     def _cancel_unplaced(self, m: ModelState, surplus: int, now: float) -> None:
         for inst in reversed(list(self.pending)):
