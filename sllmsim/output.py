@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path, PurePath
 
@@ -72,10 +73,13 @@ def write_summary(path: Path, summary: dict) -> Path:
     return path
 
 
-def write_run_folder(out_dir: Path, result: RunResult, plots: bool = True) -> Path:
+def write_run_folder(out_dir: Path, result: RunResult, plots: bool = True,
+                     before_plots: Callable[[dict], None] | None = None) -> Path:
     """Write ``result`` as a run folder at ``out_dir`` (created if needed) and return the folder.
 
     ``plots=False`` skips the PNGs (matplotlib rendering is the slowest step on tiny runs).
+    ``before_plots`` is called with the summary once summary.json is written and before the plots
+    are drawn (the CLI prints the summary then, so the user need not wait for matplotlib).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,10 @@ def write_run_folder(out_dir: Path, result: RunResult, plots: bool = True) -> Pa
     # Summarise what was written, not the in-memory floats: summary.json then equals what anyone
     # recomputes from the folder, and parsing the CSVs in C is faster than walking the records.
     frames = read_run(out_dir)
-    write_summary(out_dir / SUMMARY_JSON, summarize(*frames))
+    summary = summarize(*frames)
+    write_summary(out_dir / SUMMARY_JSON, summary)
+    if before_plots is not None:
+        before_plots(summary)
     if plots:
         from sllmsim.report import plot_run  # matplotlib costs ~0.5 s to import; only pay when plotting
 

@@ -136,3 +136,28 @@ def test_sllmsim_run_prints_preemptions(tmp_path, capsys):
     summary = metrics.read_summary(out)
     assert summary["preemptions"] > 0  # this busy trace makes the shepherd policy preempt
     assert "preemptions" in capsys.readouterr().out
+
+
+def test_column_writer_matches_formatting_every_value(tmp_path):
+    # The CSV writers format column by column; the bytes must equal formatting each value with
+    # _fmt through csv.writer, for every value type a record column can hold (mixed ones included).
+    import csv
+    from operator import attrgetter
+
+    from sllmsim import records
+    from sllmsim.core.snapshot import Tier
+
+    rows = [records.TimeseriesRecord(0.5, "m,etric", 'k"ey', v) for v in (1, 2.25, 3, 1e-10)]
+    rows += [records.TimeseriesRecord(1.0 / 3, "x", "y\nz", 7)]
+    phases = [records.PhaseRecord("i", "m", "n", p, 0.0, 1.0 / 7, t, 5)
+              for p, t in (("ready", ""), ("loading_to_gpu", Tier.HOST), ("idle", Tier.DISK))]
+    result = synthetic_result()
+    for name, cols, items in (("ts", records.TIMESERIES_COLUMNS, rows), ("ph", records.PHASE_COLUMNS, phases),
+                              ("req", records.REQUEST_COLUMNS, result.requests)):
+        getter = attrgetter(*cols)
+        records._write_csv(tmp_path / f"{name}.csv", cols, getter, items)
+        with open(tmp_path / f"{name}-ref.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(cols)
+            writer.writerows([records._fmt(v) for v in getter(r)] for r in items)
+        assert (tmp_path / f"{name}.csv").read_bytes() == (tmp_path / f"{name}-ref.csv").read_bytes()

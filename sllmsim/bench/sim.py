@@ -1,9 +1,13 @@
 """Simulator speed: ``python -m sllmsim.bench.sim``.
 
 Replays a generated trace (default 1,000,000 requests over 64 nodes × 8 GPUs and 100 models) and
-prints requests simulated per wall-clock second next to a bare SimPy loop that only schedules the
-same arrivals, both measured in this run; then times one storage-aware placement decision on a
-1,000-node cluster snapshot. Targets (issue 2): ≥ 50,000 requests/s on one core; < 1 ms per placement.
+prints, all measured in this run: the minimal SimPy loop (one process, two timeouts per request) over
+the same arrivals; ``simulate()`` alone and the whole ``sllmsim run`` process (plots included) as
+ratios of it; peak memory per request; µs per request along a models axis (10, 100, 1,000) and a
+nodes axis (8, 64, 512); and one storage-aware placement decision on 1,000- and 10,000-node
+snapshots. Targets (issue 12): the process ≥ 0.5× and ``simulate()`` ≥ 1.0× the minimal loop;
+1,000 models within 1.3× of 100 models' µs per request; ≤ 0.5 KB per request; ≤ 1 ms per placement
+at 10,000 nodes. ``--requests 10000000`` runs the long replay where memory allows.
 """
 
 from __future__ import annotations
@@ -13,8 +17,14 @@ import gc
 import logging
 import random
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 import timeit
+from pathlib import Path
+
+import yaml
 
 from sllmsim.config.trace import TraceConfig, parse_trace
 
@@ -91,56 +101,121 @@ def time_placement(num_nodes: int = 1000, repeats: int = 2000, seed: int = 0) ->
     return best / (repeats // 5)
 
 
+def _rss_kib() -> int:
+    """Resident memory of this process now (KiB)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() // 1024
+
+
+def time_simulate(trace: TraceConfig) -> tuple[float, object]:
+    """Wall seconds of ``simulate(trace)`` alone, and its result."""
+    from sllmsim.sim import simulate
+
+    gc.collect()
+    t0 = time.perf_counter()
+    result = simulate(trace)
+    return time.perf_counter() - t0, result
+
+
+def time_minimal_loop(trace: TraceConfig) -> float:
+    """Wall seconds of the minimal SimPy loop (two timeouts per request) over the trace's arrivals."""
+    from sllmsim.sim.baseline import minimal_request_loop
+
+    times = trace.requests.time_s.tolist()
+    gc.collect()
+    t0 = time.perf_counter()
+    minimal_request_loop(times)
+    return time.perf_counter() - t0
+
+
+def time_process(raw: dict, workdir: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a whole ``sllmsim run`` process (plots included) on ``raw``."""
+    trace_path = workdir / "bench.yaml"
+    trace_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cmd = [sys.executable, "-c", "import sys; from sllmsim.cli import main; sys.exit(main(sys.argv[1:]))", "run", str(trace_path), "--out", str(workdir / "run"), "-q"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall_s = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"sllmsim run failed:\n{proc.stderr[-2000:]}")
+    return wall_s, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--nodes", type=int, default=64)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--axis-requests", type=int, default=200_000,
+                        help="requests of each run on the models and nodes axes (0: skip the axes)")
+    parser.add_argument("--no-process", action="store_true", help="skip the whole `sllmsim run` process")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the simulation")
     args = parser.parse_args(argv)
-
-    from sllmsim.sim import simulate
-    from sllmsim.sim.baseline import bare_arrival_loop
+    for name in ("requests", "nodes", "gpus", "models"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
 
     t0 = time.perf_counter()
-    trace = benchmark_trace(num_requests=args.requests, num_nodes=args.nodes, gpus_per_node=args.gpus,
-                            num_models=args.models)
+    shape = dict(num_requests=args.requests, num_nodes=args.nodes, gpus_per_node=args.gpus, num_models=args.models)
+    raw = benchmark_raw(**shape)
+    trace = parse_trace(raw, source="<benchmark>")
     n = len(trace.requests)
     print(f"trace: {n:,} requests, {args.nodes} nodes x {args.gpus} GPUs, {args.models} models "
           f"(built in {time.perf_counter() - t0:.1f} s)")
 
-    times = trace.requests.time_s.tolist()
-    gc.collect()
-    t0, c0 = time.perf_counter(), time.process_time()
-    bare_arrival_loop(times)
-    bare_s, bare_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    print(f"bare SimPy arrival loop: {bare_s:.2f} s wall ({bare_cpu_s:.2f} s CPU) = {n / bare_s:,.0f} arrivals/s")
+    minimal_s = time_minimal_loop(trace)
+    print(f"minimal SimPy loop (1 process, 2 timeouts/request): {minimal_s:.2f} s = {n / minimal_s:,.0f} requests/s")
 
-    gc.collect()
     if args.profile:
         import cProfile
         import pstats
 
+        from sllmsim.sim import simulate
+
         prof = cProfile.Profile()
-        prof.enable()
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = simulate(trace)
-    sim_s, sim_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    if args.profile:
-        prof.disable()
+        prof.runcall(simulate, trace)
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    rss_before_kib = _rss_kib()
+    sim_s, result = time_simulate(trace)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     done = sum(r.status == "completed" for r in result.requests)
     cold = sum(r.cold_start for r in result.requests)
-    print(f"simulation: {sim_s:.2f} s wall ({sim_cpu_s:.2f} s CPU) = {n / sim_s:,.0f} requests/s "
-          f"({sim_s / bare_s:.1f}x the bare loop's time); {done:,} completed, {cold:,} cold starts, "
-          f"{len(result.phases):,} phase records, {len(result.timeseries):,} samples")
+    print(f"simulate() alone: {sim_s:.2f} s = {n / sim_s:,.0f} requests/s = {minimal_s / sim_s:.2f}x the minimal "
+          f"loop (target >= 1.0x); {done:,} completed, {cold:,} cold starts, {len(result.phases):,} phase records")
+    print(f"peak memory (RSS): {peak_kib / 1024:,.0f} MiB; the run added {(peak_kib - rss_before_kib) / n:.2f} KiB "
+          f"per request (target <= 0.5 KB)")
+    del result
+    gc.collect()
 
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak memory (RSS) of the process: {peak_rss_mib:,.0f} MiB")
+    if not args.no_process:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc_s, proc_rss_mib = time_process(raw, Path(tmp))
+        print(f"whole `sllmsim run` process (plots included): {proc_s:.2f} s = {minimal_s / proc_s:.2f}x the minimal "
+              f"loop (target >= 0.5x); simulate() alone is {proc_s / sim_s:.2f}x faster than it; "
+              f"its peak RSS {proc_rss_mib:,.0f} MiB")
 
-    per_place = time_placement()
-    print(f"one storage-aware placement on a 1,000-node snapshot: {per_place * 1e6:.0f} us")
+    if args.axis_requests:
+        per_req_us = {}
+        for axis, values in (("models", (10, 100, 1000)), ("nodes", (8, 64, 512))):
+            for value in values:
+                axis_shape = dict(num_requests=args.axis_requests, num_nodes=64, gpus_per_node=8, num_models=100)
+                axis_shape["num_nodes" if axis == "nodes" else "num_models"] = value
+                axis_trace = benchmark_trace(**axis_shape)
+                k = len(axis_trace.requests)
+                minimal_k_s = time_minimal_loop(axis_trace)
+                seconds, res = time_simulate(axis_trace)
+                del res
+                per_req_us[axis, value] = seconds / k * 1e6
+                print(f"{axis} axis: {axis_shape['num_models']:>5} models, {axis_shape['num_nodes']:>4} nodes x 8 GPUs, "
+                      f"{k:,} requests: {seconds / k * 1e6:6.1f} us/request "
+                      f"({minimal_k_s / seconds:.2f}x the minimal loop)")
+        print(f"1,000 models against 100: {per_req_us['models', 1000] / per_req_us['models', 100]:.2f}x the us/request "
+              f"(target <= 1.3x); 512 nodes against 64: {per_req_us['nodes', 512] / per_req_us['nodes', 64]:.2f}x")
+
+    for nodes in (1_000, 10_000):
+        per_place = time_placement(num_nodes=nodes, repeats=2000 if nodes <= 1000 else 200)
+        print(f"one storage-aware placement on a {nodes:,}-node snapshot: {per_place * 1e3:.3f} ms (target <= 1 ms)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 from pathlib import Path
 
@@ -60,7 +61,6 @@ def run(trace_path: Path, out_dir: Path | None, seed: int | None, placement: str
     from sllmsim.config.trace import load_trace
     from sllmsim.core.placement import logger as scheduler_logger
     from sllmsim.errors import ConfigError, SllmsimError
-    from sllmsim.metrics import read_summary
     from sllmsim.output import default_run_dir, print_summary, write_run_folder
     from sllmsim.registry import resolve
     from sllmsim.sim import simulate
@@ -89,19 +89,24 @@ def run(trace_path: Path, out_dir: Path | None, seed: int | None, placement: str
         if handler is not None:
             scheduler_logger.removeHandler(handler)
 
+    # The run's millions of records live until the process ends: move them out of the cyclic
+    # garbage collector's generations, so the allocations of writing them trigger no full rescans.
+    gc.freeze()
     out_dir = out_dir or default_run_dir(trace.name)
-    write_run_folder(out_dir, result, plots=not no_plots)
+
+    def show_summary(summary: dict) -> None:
+        if handler is not None and handler.seen > log_lines:
+            kept = trace.simulation.scheduler_log_limit
+            capped = f" (the first {kept:,}: simulation.scheduler_log_limit)" if handler.seen >= kept else ""
+            console.print(f"... {handler.seen - log_lines:,} more scheduler log lines in "
+                          f"{out_dir / 'scheduler.log'}{capped}", markup=False, highlight=False)
+        # The summary just written to summary.json: the terminal and the file always agree.
+        print_summary(summary, console, title=f"{trace.name} ({trace.scheduler.placement})")
+        console.print(f"run folder: {out_dir}", markup=False, highlight=False)
+
+    write_run_folder(out_dir, result, plots=not no_plots, before_plots=None if quiet else show_summary)
     if quiet:
         click.echo(str(out_dir))
-        return
-    if handler is not None and handler.seen > log_lines:
-        kept = trace.simulation.scheduler_log_limit
-        capped = f" (the first {kept:,}: simulation.scheduler_log_limit)" if handler.seen >= kept else ""
-        console.print(f"... {handler.seen - log_lines:,} more scheduler log lines in {out_dir / 'scheduler.log'}"
-                      f"{capped}", markup=False, highlight=False)
-    # The summary just written to summary.json: the terminal and the file always agree.
-    print_summary(read_summary(out_dir), console, title=f"{trace.name} ({trace.scheduler.placement})")
-    console.print(f"run folder: {out_dir}", markup=False, highlight=False)
 
 
 def _simulate_with_progress(trace, console, simulate):

@@ -59,6 +59,13 @@ class AutoscalePolicy(ABC):
     def desired_instances(self, ctx: ScalingContext) -> int:
         """Raw desired instance count for the context."""
 
+    def in_flight_range(self, ctx: ScalingContext) -> tuple[int, int] | None:
+        """The in-flight counts ``(low, high)``, inclusive and around ``ctx.in_flight``, over which
+        :meth:`desired_instances` gives the same answer with the rest of ``ctx`` unchanged; or None
+        when the policy cannot say. A runtime may skip re-deciding while the count stays in range
+        (see :func:`decision_holds`)."""
+        return None
+
 
 @register("autoscale", "concurrency")
 class ConcurrencyAutoscaler(AutoscalePolicy):
@@ -66,6 +73,27 @@ class ConcurrencyAutoscaler(AutoscalePolicy):
 
     def desired_instances(self, ctx: ScalingContext) -> int:
         return math.ceil(ctx.in_flight / ctx.config.target)
+
+    def in_flight_range(self, ctx: ScalingContext) -> tuple[int, int]:
+        target = ctx.config.target
+        n = ctx.in_flight
+        desired = math.ceil(n / target)
+        if desired <= 0:
+            return n, n
+        # ceil(n / target) == desired for (desired - 1) * target < n <= desired * target; the guess
+        # from that is checked (and moved) with the very expression above, so float rounding
+        # cannot make the range claim an in-flight count whose answer differs.
+        low = max(math.floor((desired - 1) * target) + 1, 1)
+        while low > 1 and math.ceil((low - 1) / target) == desired:
+            low -= 1
+        while math.ceil(low / target) != desired:
+            low += 1
+        high = max(math.floor(desired * target), low)
+        while math.ceil((high + 1) / target) == desired:
+            high += 1
+        while math.ceil(high / target) != desired:
+            high -= 1
+        return low, high
 
 
 def make_autoscale_policy(name: str = "concurrency") -> AutoscalePolicy:
@@ -103,3 +131,24 @@ def decide_scaling(policy: AutoscalePolicy, ctx: ScalingContext) -> ScalingDecis
             elif next_check is None or expires_s < next_check:
                 next_check = expires_s
     return ScalingDecision(desired=desired, start=start, release=tuple(release), next_check_s=next_check)
+
+
+def decision_holds(policy: AutoscalePolicy, ctx: ScalingContext, decision: ScalingDecision) -> tuple[int, int] | None:
+    """The in-flight counts over which re-deciding would repeat "do nothing", once ``decision`` has
+    been carried out: while the instance count stays ``ctx.instances + decision.start``, no
+    instance is idle and, when that count exceeds the desired one, no start waits for GPUs (the
+    runtime cancels surplus unplaced starts), the clamped desired count, hence the decision,
+    depends on nothing else. None when that cannot be promised (idle instances, whose keep-alive
+    depends on the time; a release; a policy that gives no range)."""
+    if ctx.idle or decision.release or decision.next_check_s is not None:
+        return None
+    if ctx.instances + decision.start < decision.desired:
+        return None
+    span = policy.in_flight_range(ctx)
+    if span is None:
+        return None
+    low, high = span
+    if low <= 0 < high:  # the 0 -> 1 rule makes 0 in flight differ from any positive count
+        low = 1 if ctx.in_flight > 0 else 0
+        high = high if ctx.in_flight > 0 else 0
+    return low, high

@@ -56,8 +56,8 @@ from simpy.events import NORMAL, Event
 from sllmsim import catalog
 from sllmsim.config.hardware import GpuType
 from sllmsim.config.trace import TraceConfig, arrives_in_run, check_trace, trace_to_dict
-from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, keep_alive_expires_s,
-                                    make_autoscale_policy)
+from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, decision_holds,
+                                    keep_alive_expires_s, make_autoscale_policy)
 from sllmsim.core.placement import logger as scheduler_logger
 from sllmsim.core.migration import MigrationPlan
 from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place
@@ -124,7 +124,7 @@ class ModelState:
     __slots__ = ("name", "cfg", "size_bytes", "num_params", "arch", "num_layers", "dtype_bytes", "num_gpus",
                  "max_batch", "asc", "view", "allowed", "instances", "ready", "by_id", "idle", "queue", "in_flight",
                  "counter", "unplaced", "fail_reason", "rooflines", "version", "check_at", "moving",
-                 "preempted_requests", "preempted_tokens")
+                 "preempted_requests", "preempted_tokens", "holds")
 
     def __init__(self, cfg, allowed_nodes: list[NodeState]):
         size = catalog.model_size(cfg)
@@ -161,6 +161,10 @@ class ModelState:
         does not count them as extra instances)."""
         self.preempted_requests = 0
         self.preempted_tokens = 0
+        self.holds: tuple[int, int, int, bool] | None = None
+        """(low, high, instances, exact) of :func:`~sllmsim.core.autoscale.decision_holds` after the last
+        decision: re-deciding repeats "do nothing" while the in-flight count is in [low, high], the
+        instance count is ``instances``, none is idle and (unless ``exact``) none waits for GPUs."""
 
     def roofline(self, node: NodeState) -> Roofline:
         """This model's execution-time model on ``node``."""
@@ -657,10 +661,18 @@ class Simulation:
         keep-alive expiry (this assumes, as every sensible policy does, that fewer requests in
         flight never ask for more instances).
         """
-        now = self.env.now
         count = len(m.instances) - m.moving
-        decision = decide_scaling(self.autoscaler, ScalingContext(
-            m.name, now, m.in_flight, count, tuple(m.idle.values()), m.asc))
+        holds = m.holds
+        # The core said when its last decision would repeat "do nothing" (decision_holds): skip it.
+        if (holds is not None and holds[0] <= m.in_flight <= holds[1] and holds[2] == count and not m.idle
+                and (holds[3] or not m.unplaced)):
+            return
+        now = self.env.now
+        ctx = ScalingContext(m.name, now, m.in_flight, count, tuple(m.idle.values()), m.asc)
+        decision = decide_scaling(self.autoscaler, ctx)
+        span = decision_holds(self.autoscaler, ctx, decision)
+        m.holds = None if span is None else (span[0], span[1], count + decision.start,
+                                             count + decision.start == decision.desired)
         if decision.start:
             for _ in range(decision.start):
                 self._start_instance(m, now)
@@ -758,11 +770,22 @@ class Simulation:
         return True
 
     def _place_pending(self, now: float) -> None:
+        if not self.pending:
+            return
+        # Without room-making or reclaiming, an instance needing more GPUs than the freest node has
+        # would fail _try_place's pre-check; skipping it here is the same outcome without its
+        # O(nodes) scan (on many models, every release used to rescan every waiting instance).
+        # Placements only take GPUs, so the bound stays an upper bound until it is recomputed.
+        simple = not (self.makes_room or self.reclaim_idle)
+        most_free = max(n.free_gpus for n in self.nodes) if simple else math.inf
         for inst in list(self.pending):
+            if simple and inst.model.num_gpus > most_free:
+                continue
             # A placement can start or cancel other instances (a preemption re-queues requests,
             # whose model may scale out), so skip the ones no longer waiting.
             if inst.node is None and inst.phase != RELEASED:
-                self._try_place(inst, now)
+                if self._try_place(inst, now) and simple:
+                    most_free = max(n.free_gpus for n in self.nodes)
 
     def _cancel_unplaced(self, m: ModelState, surplus: int, now: float) -> None:
         for inst in reversed(list(self.pending)):

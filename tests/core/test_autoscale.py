@@ -44,3 +44,35 @@ def test_keep_alive_zero_releases_at_once_and_min_instances_is_kept():
 def test_busy_instances_are_never_released():
     decision = decide_scaling(POLICY, ctx(1, 3, [IdleInstance("c", 0.0)], now=100.0))
     assert decision.release == ("c",)
+
+
+def test_in_flight_range_is_exactly_where_the_desired_count_holds():
+    # Every count inside the range gives the same desired count; the counts just outside do not.
+    for target in (1, 2, 3, 4, 7, 16):
+        for n in range(0, 100):
+            c = ctx(n, 0, target=target, max_instances=1000)
+            low, high = POLICY.in_flight_range(c)
+            want = POLICY.desired_instances(c)
+            assert low <= n <= high
+            assert all(POLICY.desired_instances(c._replace(in_flight=k)) == want for k in range(low, high + 1))
+            assert low == 0 or POLICY.desired_instances(c._replace(in_flight=low - 1)) != want
+            assert POLICY.desired_instances(c._replace(in_flight=high + 1)) != want
+
+
+def test_decision_holds_only_where_deciding_again_would_repeat_nothing():
+    from sllmsim.core.autoscale import decision_holds
+
+    for target, instances in ((4, 3), (4, 5), (1, 2), (2, 0)):
+        for n in range(0, 40):
+            c = ctx(n, instances, target=target, max_instances=8)
+            d = decide_scaling(POLICY, c)
+            span = decision_holds(POLICY, c, d)
+            if span is None:
+                continue
+            after = instances + d.start
+            for k in range(span[0], span[1] + 1):
+                again = decide_scaling(POLICY, c._replace(in_flight=k, instances=after))
+                assert (again.start, again.release, again.next_check_s, again.desired) == (0, (), None, d.desired)
+    # Idle instances (their keep-alive depends on the time) and policies without a range: no promise.
+    c = ctx(1, 2, idle=[IdleInstance("a", 0.0)], target=1)
+    assert decision_holds(POLICY, c, decide_scaling(POLICY, c)) is None

@@ -109,3 +109,52 @@ def test_registry_lists_builtins_and_suggests_on_typo():
 def test_registry_imports_module_colon_class():
     policy = make_placement_policy("sllmsim.core.placement:FirstFitPlacement")
     assert policy.policy_name == "first_fit"
+
+
+def _reference_choice(model, cluster):
+    """Straightforward storage-aware placement: estimate every feasible node, sort, take the first."""
+    from sllmsim.core.estimate import startup_estimate_s
+    from sllmsim.core.snapshot import node_sort_key
+
+    allowed = model.target_nodes
+    options = []
+    for i, n in enumerate(cluster.nodes):
+        if n.free_gpus >= model.num_gpus and (allowed is None or n.node_id in allowed):
+            estimate, tier = startup_estimate_s(n, model)
+            options.append((estimate, node_sort_key(n.node_id), i, n.node_id, tier))
+    if not options:
+        return None
+    estimate, _, _, node_id, tier = min(options)
+    return node_id, estimate, tier
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fast_placement_matches_the_reference_on_random_snapshots(seed):
+    import random
+
+    rng = random.Random(seed)
+    gib = 1024**3
+    names = [f"m{i}" for i in range(rng.choice((3, 20)))]
+    # Few distinct bandwidths and backlogs, so that equal estimates (ties) are common.
+    bandwidths = (2 * gib, 5 * gib, 24 * gib)
+    ids = rng.sample(range(400), k=rng.choice((4, 30, 300)) if seed % 3 else 4)
+    node_ids = [str(i) if rng.random() < 0.8 else f"n{i}" for i in ids]
+    nodes = tuple(
+        NodeView(node_id, 8, rng.randint(0, 8), frozenset(rng.sample(names, rng.randint(0, 2))),
+                 frozenset(rng.sample(names, rng.randint(0, min(3, len(names))))), rng.choice((0.0, 0.0, 1.5, rng.uniform(0, 5))),
+                 rng.choice(bandwidths), rng.choice(bandwidths), rng.choice(bandwidths),
+                 load_overhead_s=rng.choice((0.0, 0.25)), load_overhead_per_layer_s=rng.choice((0.0, 0.01)))
+        for node_id in node_ids
+    )
+    cluster = ClusterView(nodes)
+    policy = make_placement_policy("storage_aware")
+    for _ in range(10):
+        targets = None if rng.random() < 0.7 else tuple(rng.sample(node_ids, k=min(3, len(node_ids))))
+        model = ModelView(rng.choice(names), rng.choice((1, 7, 14)) * gib, rng.choice((1, 2, 4)), targets,
+                          num_layers=rng.choice((0, 32)))
+        want = _reference_choice(model, cluster)
+        fast = policy.best(model, cluster)
+        ranked = policy.rank(model, cluster)
+        assert (None if fast is None else (fast.node_id, fast.estimate_s, fast.tier)) == want
+        assert (ranked[0] if ranked else None) == fast
+        assert place(policy, model, cluster) == fast  # logging off: place() takes the fast path
