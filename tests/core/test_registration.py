@@ -1,0 +1,34 @@
+"""Registration as the reference's store manager does it: local_disk, else round-robin; memory_pool."""
+
+from __future__ import annotations
+
+import pytest
+
+from sllmsim.config.deploy import PlacementConfig
+from sllmsim.core.registration import Registrar, Registration, register_all
+
+
+def test_round_robin_in_deploy_order_only_for_models_without_local_disk():
+    reg = Registrar(["0", "1", "2"])
+    assert reg.register(PlacementConfig()) == Registration(("0",), ())
+    # An explicit local_disk does not advance the round robin.
+    assert reg.register(PlacementConfig(local_disk=("2",))) == Registration(("2",), ())
+    assert reg.register(PlacementConfig()) == Registration(("1",), ())
+    assert reg.register(PlacementConfig(target_nodes=("0",))) == Registration(("2",), ())  # target_nodes ignored
+    assert reg.register(PlacementConfig()) == Registration(("0",), ())
+
+
+def test_empty_local_disk_means_no_disk_copy_and_memory_pool_implies_disk():
+    reg = Registrar(["0", "1"])
+    assert reg.register(PlacementConfig(local_disk=())) == Registration((), ())
+    assert reg.register(PlacementConfig(local_disk=("0",), host_memory=("1",))) == Registration(("0", "1"), ("1",))
+    # memory_pool without local_disk: the round-robin node plus the pool's nodes.
+    assert reg.register(PlacementConfig(host_memory=("1",))) == Registration(("0", "1"), ("1",))
+
+
+def test_register_all_is_a_fresh_registrar():
+    placements = [("a", PlacementConfig()), ("b", PlacementConfig()), ("c", PlacementConfig())]
+    assert {m: r.disk_nodes for m, r in register_all(placements, ["0", "1"]).items()} == {
+        "a": ("0",), "b": ("1",), "c": ("0",)}
+    with pytest.raises(ValueError):
+        Registrar([])
