@@ -277,6 +277,22 @@ class NodeStorage:
         finally:
             done_with_src()
 
+    def place_in_host(self, model: str) -> bool:
+        """Read ``model`` from this node's disk into its host cache (registration's ``memory_pool``);
+        False when it is not on the disk or is bigger than the whole cache."""
+        with self._io_lock:
+            if model in self.host_cache:
+                return True
+            if not self.pin_disk(model):
+                return False
+            try:
+                _, cached = self._read_to_host(model)
+                if cached:
+                    self.host_cache.unuse(model)
+                return cached
+            finally:
+                self.unpin_disk(model)
+
     def drop_if_stale(self, model: str, manifest: Mapping | None) -> None:
         """Drop this node's copy of ``model`` if its files differ from ``manifest`` (a re-import)."""
         with self._lock:

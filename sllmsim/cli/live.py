@@ -40,6 +40,8 @@ def _is_loopback(host: str) -> bool:
               help="Require 'Authorization: Bearer KEY' on every route but /health (env SLLMSIM_API_KEY).")
 @click.option("--scheduler", default="storage_aware", show_default=True,
               help="Placement policy name (storage_aware, first_fit, random, round_robin or module:Class).")
+@click.option("--autoscale", default="concurrency", show_default=True,
+              help="Autoscaling policy name (as a trace's scheduler.autoscale: concurrency or module:Class).")
 @click.option("--enable-migration", is_flag=True, default=False,
               help="Let the storage-aware scheduler free the node that would start a model fastest by "
                    "live-migrating running requests to other nodes (token-based; streams continue).")
@@ -53,7 +55,7 @@ def _is_loopback(host: str) -> bool:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
-         scheduler: str, enable_migration: bool, reclaim_idle: bool, run_dir: str | None, log_level: str) -> None:
+         scheduler: str, autoscale: str, enable_migration: bool, reclaim_idle: bool, run_dir: str | None, log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
     cluster = load_hardware(hardware_config)
 
@@ -61,6 +63,13 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
 
     # An unknown policy name, or migration with a policy that cannot migrate, fails here, before anything starts.
     make_placement_policy(scheduler)
+    from sllmsim.core.autoscale import make_autoscale_policy
+    from sllmsim.errors import SllmsimError
+
+    try:
+        make_autoscale_policy(autoscale)
+    except SllmsimError as exc:
+        raise ConfigError("--autoscale", "", str(exc)) from None
     if enable_migration:
         try:
             make_placement_policy(scheduler, enable_migration=True)
@@ -81,6 +90,6 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
     app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
-                     enable_migration=enable_migration, reclaim_idle=reclaim_idle)
+                     enable_migration=enable_migration, reclaim_idle=reclaim_idle, autoscale=autoscale)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
