@@ -56,12 +56,13 @@ from pathlib import Path
 from sllmsim.catalog import model_depth
 from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec
-from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy
+from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy, surplus_idle
 from sllmsim.core.migration import MigrationMove
 from sllmsim.core.placement import PlacementOption, feasible_nodes, make_placement_policy, place
 from sllmsim.core.reclaim import with_idle_reclaimed
 from sllmsim.core.registration import Registrar, Registration
-from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, NodeView, RunningInstanceView
+from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, RunningInstanceView
+from sllmsim.core.views import node_view
 from sllmsim.errors import ConfigError, SllmsimError
 from sllmsim.records import Phase, RequestRecord
 
@@ -652,8 +653,7 @@ class Controller:
             ctx = self._scaling_context(dep, now)
             if not ctx.idle:
                 continue
-            ctx = ctx._replace(config=replace(ctx.config, keep_alive=0.0))
-            for instance_id in decide_scaling(self._autoscale, ctx).release:
+            for instance_id in surplus_idle(self._autoscale, ctx):
                 inst = dep.instances[instance_id]
                 out[inst.node_id].append(IdleInstanceView(instance_id, dep.name, inst.num_gpus, inst.phase_since_s))
         return out
@@ -689,18 +689,9 @@ class Controller:
             state = self.workers[spec.node_id].storage_state()
             host = frozenset(d.name for d in self._deployments.values() if d.store_key in state.host_models)
             disk = frozenset(d.name for d in self._deployments.values() if d.store_key in state.disk_models)
-            nodes.append(NodeView(
-                node_id=spec.node_id, total_gpus=spec.num_gpus,
-                free_gpus=spec.num_gpus - self._slots_used[spec.node_id],
-                host_models=host, disk_models=disk, io_backlog_s=state.io_backlog_s,
-                disk_bandwidth_bytes_per_s=spec.disk_bandwidth_bytes_per_s,
-                network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
-                host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
-                load_overhead_s=spec.load_overhead_s,
-                load_overhead_per_layer_s=spec.load_overhead_per_layer_s,
-                running=tuple(running.get(spec.node_id, ())),
-                idle=tuple(idle.get(spec.node_id, ())),
-            ))
+            nodes.append(node_view(spec, spec.num_gpus - self._slots_used[spec.node_id], host, disk,
+                                   state.io_backlog_s, tuple(running.get(spec.node_id, ())),
+                                   tuple(idle.get(spec.node_id, ()))))
         return ClusterView(tuple(nodes))
 
     def _model_view(self, dep: Deployment) -> ModelView:

@@ -47,7 +47,8 @@ from live.store import (
     remove_empty_parents,
 )
 from sllmsim.config.hardware import NodeSpec
-from sllmsim.core import ModelView, NodeView, Tier, startup_estimate_s
+from sllmsim.core import ModelView, Tier, startup_estimate_s
+from sllmsim.core.views import node_view
 from sllmsim.records import Phase
 
 log = logging.getLogger(__name__)
@@ -195,10 +196,7 @@ class NodeStorage:
 
     def _estimate_s(self, model: str) -> float:
         # The core's own startup estimate, so the backlog is measured in the scheduler's terms.
-        view = NodeView(self.node_id, self.node.num_gpus, self.node.num_gpus, self.host_models(), self.disk_models(),
-                        0.0, self.node.disk_bandwidth_bytes_per_s, self.node.network_bandwidth_bytes_per_s,
-                        self.node.host_to_gpu_bytes_per_s, self.node.load_overhead_s,
-                        load_overhead_per_layer_s=self.node.load_overhead_per_layer_s)
+        view = node_view(self.node, self.node.num_gpus, self.host_models(), self.disk_models(), 0.0)
         depth = (self.registry.model_layers(model) or 0) if self.node.load_overhead_per_layer_s else 0
         return startup_estimate_s(view, ModelView(model, self.registry.model_bytes(model), num_layers=depth))[0]
 

@@ -103,3 +103,10 @@ def decide_scaling(policy: AutoscalePolicy, ctx: ScalingContext) -> ScalingDecis
             elif next_check is None or expires_s < next_check:
                 next_check = expires_s
     return ScalingDecision(desired=desired, start=start, release=tuple(release), next_check_s=next_check)
+
+
+def surplus_idle(policy: AutoscalePolicy, ctx: ScalingContext) -> tuple[str, ...]:
+    """The idle instances of ``ctx`` the autoscaler would release if every keep-alive were over:
+    those beyond what ``min_instances`` and the requests in flight need. What both runtimes offer
+    the scheduler as reclaimable (``reclaim_idle``); one kept by ``min_instances`` never is."""
+    return decide_scaling(policy, ctx._replace(now_s=math.inf)).release

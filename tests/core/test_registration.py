@@ -32,3 +32,17 @@ def test_register_all_is_a_fresh_registrar():
         "a": ("0",), "b": ("1",), "c": ("0",)}
     with pytest.raises(ValueError):
         Registrar([])
+
+
+def test_node_view_takes_the_static_figures_from_the_spec():
+    from sllmsim.config.hardware import parse_hardware
+    from sllmsim.core.views import node_view
+
+    spec = parse_hardware({"0": {"host_size": "32GB", "host_bandwidth": "24GB/s", "disk_size": "128GB",
+                                 "disk_bandwidth": "5GB/s", "network_bandwidth": "10Gbps", "num_gpus": 2,
+                                 "load_overhead_s": 0.5}}).nodes[0]
+    view = node_view(spec, 1, frozenset({"a"}), frozenset({"a", "b"}), 0.25)
+    assert (view.node_id, view.total_gpus, view.free_gpus, view.io_backlog_s) == ("0", 2, 1, 0.25)
+    assert view.disk_bandwidth_bytes_per_s == 5 * 1024**3 and view.host_to_gpu_bytes_per_s == 24 * 1024**3
+    assert view.network_bandwidth_bytes_per_s == 10 * 1024**3 / 8 and view.load_overhead_s == 0.5
+    assert view.running == () and view.idle == ()
