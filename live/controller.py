@@ -60,7 +60,7 @@ from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling,
 from sllmsim.core.migration import MigrationMove
 from sllmsim.core.placement import PlacementOption, feasible_nodes, make_placement_policy, place
 from sllmsim.core.reclaim import with_idle_reclaimed
-from sllmsim.core.registration import Registrar, Registration
+from sllmsim.core.registration import Registrar, Registration, check_fits_cluster
 from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, RunningInstanceView
 from sllmsim.core.views import node_view
 from sllmsim.errors import ConfigError, SllmsimError
@@ -292,14 +292,8 @@ class Controller:
             raise ConfigError(src, "backend_config.torch_dtype",
                               f"live mode loads float16, bfloat16 or float32 weights (or 'auto'), got "
                               f"{cfg.backend_config.torch_dtype!r}")
-        node_ids = set(self.cluster.node_ids)
+        check_fits_cluster(cfg, self.cluster)
         pc = cfg.placement_config
-        for key, nodes in (("target_nodes", pc.target_nodes or ()), ("local_disk", pc.local_disk or ()),
-                           ("memory_pool", pc.host_memory)):
-            unknown = [n for n in nodes if n not in node_ids]
-            if unknown:
-                raise ConfigError(src, f"placement_config.{key}",
-                                  f"unknown node(s) {', '.join(unknown)}; the hardware config has {', '.join(self.cluster.node_ids)}")
         allowed = [n for n in self.cluster.nodes if pc.target_nodes is None or n.node_id in pc.target_nodes]
         most = max((n.num_gpus for n in allowed), default=0)
         if cfg.num_gpus > most:

@@ -318,16 +318,11 @@ def check_trace(trace: TraceConfig) -> None:
             resolve(kind, name)
         except SllmsimError as exc:
             raise ConfigError(trace.source, f"scheduler.{kind}", str(exc)) from None
+    from sllmsim.core.registration import check_fits_cluster
+
     node_ids = set(trace.cluster.node_ids)
     for cfg in trace.models:
-        for key, nodes in (("target_nodes", cfg.placement_config.target_nodes or ()),
-                           ("local_disk", cfg.placement_config.local_disk or ()),
-                           ("memory_pool", cfg.placement_config.host_memory)):
-            for node in nodes:
-                if node not in node_ids:
-                    raise ConfigError(cfg.source, f"placement_config.{key}",
-                                      f"node {node!r} is not in the hardware config {trace.cluster.source} "
-                                      f"(nodes: {', '.join(trace.cluster.node_ids)})")
+        check_fits_cluster(cfg, trace.cluster)
     _check_depths(trace)
     sizes = {cfg.model: catalog.model_size(cfg).size_bytes for cfg in trace.models}
     disk_used = {n: 0 for n in node_ids}

@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from sllmsim.config.deploy import PlacementConfig
+from sllmsim.config.deploy import DeployConfig, PlacementConfig
+from sllmsim.config.hardware import ClusterSpec
+from sllmsim.errors import ConfigError
 
 
 class Registration(NamedTuple):
@@ -57,3 +59,16 @@ def register_all(placements: Iterable[tuple[str, PlacementConfig]],
     """``{model: Registration}`` for models deployed in the given order onto a fresh cluster."""
     registrar = Registrar(node_ids)
     return {model: registrar.register(pc) for model, pc in placements}
+
+
+def check_fits_cluster(cfg: DeployConfig, cluster: ClusterSpec) -> None:
+    """Raise a :class:`ConfigError` naming the deploy config's field when its placement names a node
+    the hardware config lacks. Both runtimes check a deploy config with this before registering it."""
+    pc = cfg.placement_config
+    for key, nodes in (("target_nodes", pc.target_nodes or ()), ("local_disk", pc.local_disk or ()),
+                       ("memory_pool", pc.host_memory)):
+        for node in nodes:
+            if node not in cluster.node_ids:
+                raise ConfigError(cfg.source, f"placement_config.{key}",
+                                  f"node {node!r} is not in the hardware config {cluster.source} "
+                                  f"(nodes: {', '.join(cluster.node_ids)})")

@@ -46,3 +46,24 @@ def test_node_view_takes_the_static_figures_from_the_spec():
     assert view.disk_bandwidth_bytes_per_s == 5 * 1024**3 and view.host_to_gpu_bytes_per_s == 24 * 1024**3
     assert view.network_bandwidth_bytes_per_s == 10 * 1024**3 / 8 and view.load_overhead_s == 0.5
     assert view.running == () and view.idle == ()
+
+
+@pytest.mark.parametrize("placement, field", [
+    ({"target_nodes": ["7"]}, "placement_config.target_nodes"),
+    ({"local_disk": ["0", "9"]}, "placement_config.local_disk"),
+    ({"memory_pool": ["2"]}, "placement_config.memory_pool"),
+])
+def test_check_fits_cluster_names_the_field_and_the_node(placement, field):
+    from sllmsim.config.deploy import parse_deploy_config
+    from sllmsim.config.hardware import parse_hardware
+    from sllmsim.core.registration import check_fits_cluster
+    from sllmsim.errors import ConfigError
+
+    node = {"host_size": "32GB", "host_bandwidth": "24GB/s", "disk_size": "128GB", "disk_bandwidth": "5GB/s",
+            "network_bandwidth": "10Gbps"}
+    cluster = parse_hardware({"0": node, "1": node}, "hw.json")
+    check_fits_cluster(parse_deploy_config({"model": "m"}, "ok.json"), cluster)
+    with pytest.raises(ConfigError) as err:
+        check_fits_cluster(parse_deploy_config({"model": "m", "placement_config": placement}, "cfg.json"), cluster)
+    assert (err.value.source, err.value.field) == ("cfg.json", field)
+    assert "is not in the hardware config hw.json" in err.value.message
