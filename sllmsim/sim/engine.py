@@ -59,7 +59,7 @@ from sllmsim.config.trace import TraceConfig, arrives_in_run, check_trace, trace
 from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, keep_alive_expires_s,
                                     make_autoscale_policy, surplus_idle)
 from sllmsim.core.placement import logger as scheduler_logger
-from sllmsim.core.migration import MigrationPlan
+from sllmsim.core.migration import MigrationPlan, movable_from_s
 from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place
 from sllmsim.core.preemption import PreemptionPlan
 from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, NodeView, RunningInstanceView, Tier
@@ -947,8 +947,8 @@ class Simulation:
     # request keeps its progress, so it finishes however often it moves.
 
     def _movable_from(self, inst: Instance) -> float:
-        """When ``inst`` may first be migrated or preempted (the thrash guard)."""
-        return inst.ready_s + (inst.ready_s - inst.placed_s)
+        """When ``inst`` may first be migrated or preempted (the core's thrash guard)."""
+        return movable_from_s(inst.placed_s, inst.ready_s)
 
     def _request_tokens(self, inst: Instance, now: float) -> list[tuple[int, float]]:
         """(request id, prompt tokens + tokens generated so far) of each request ``inst`` serves at
