@@ -54,11 +54,13 @@ from pathlib import Path
 from sllmsim.catalog import model_depth
 from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec
-from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy
+from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy, surplus_idle
 from sllmsim.core.migration import MigrationMove
 from sllmsim.core.placement import PlacementOption, feasible_nodes, make_placement_policy, place
 from sllmsim.core.reclaim import with_idle_reclaimed
-from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, NodeView, RunningInstanceView
+from sllmsim.core.registration import Registrar, Registration, check_fits_cluster
+from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, RunningInstanceView
+from sllmsim.core.views import node_view
 from sllmsim.errors import ConfigError, SllmsimError
 from sllmsim.records import Phase, RequestRecord
 
@@ -214,7 +216,7 @@ class Controller:
     def __init__(self, cluster: ClusterSpec, workers: dict[str, NodeWorker], registry, storage_dir: Path,
                  recorder: LiveRecorder, placement: str = "storage_aware", seed: int = 0,
                  enable_migration: bool = False, migration: MigrationSettings | None = None,
-                 reclaim_idle: bool = False):
+                 reclaim_idle: bool = False, autoscale: str = "concurrency"):
         self.cluster = cluster
         self.workers = workers
         self.registry = registry
@@ -226,7 +228,8 @@ class Controller:
         self.reclaim_idle = reclaim_idle
         """Whether a model that finds no free slot may take the slots of idle instances of other models."""
         self._migration = migration or MigrationSettings()
-        self._autoscale = make_autoscale_policy("concurrency")
+        self._autoscale = make_autoscale_policy(autoscale)
+        self._registrar = Registrar(cluster.node_ids)
         self._deployments: dict[str, Deployment] = {}
         self._reserved_names: set[str] = set()
         self.deploy_history: list[dict] = []
@@ -297,14 +300,8 @@ class Controller:
             raise ConfigError(src, "backend_config.torch_dtype",
                               f"live mode loads float16, bfloat16 or float32 weights (or 'auto'), got "
                               f"{cfg.backend_config.torch_dtype!r}")
-        node_ids = set(self.cluster.node_ids)
+        check_fits_cluster(cfg, self.cluster)
         pc = cfg.placement_config
-        for key, nodes in (("target_nodes", pc.target_nodes or ()), ("local_disk", pc.local_disk),
-                           ("host_memory", pc.host_memory)):
-            unknown = [n for n in nodes if n not in node_ids]
-            if unknown:
-                raise ConfigError(src, f"placement_config.{key}",
-                                  f"unknown node(s) {', '.join(unknown)}; the hardware config has {', '.join(self.cluster.node_ids)}")
         allowed = [n for n in self.cluster.nodes if pc.target_nodes is None or n.node_id in pc.target_nodes]
         most = max((n.num_gpus for n in allowed), default=0)
         if cfg.num_gpus > most:
@@ -326,10 +323,15 @@ class Controller:
         """The store key of the deployment's checkpoint and its size in bytes.
 
         A local folder is imported into the store under the deployment's name; a name already in the
-        store is used as it is. Either way the checkpoint is put on the disks of
-        ``placement_config.local_disk``. A restored deployment reuses its stored copy.
+        store is used as it is. Then registration (:class:`~sllmsim.core.registration.Registrar`, as
+        the reference's store manager) puts it on the disks of ``placement_config.local_disk`` (else
+        of one node chosen round-robin in deploy order), each copy throttled to that node's network
+        bandwidth as a network-tier load is, and into the host memory of the ``memory_pool`` nodes,
+        before the deploy answers. A restored deployment reuses its stored copies (the round robin
+        still advances, so deploys after a restart continue its order).
         """
         field_name = "backend_config.pretrained_model_name_or_path"
+        registration = self._registrar.register(cfg.placement_config)
         if store_key is not None and self.registry.is_imported(store_key):
             try:
                 await asyncio.gather(*(worker.prepare(store_key) for worker in self.workers.values()))
@@ -339,12 +341,28 @@ class Controller:
         try:
             source = self.registry.resolve(cfg.backend_config.pretrained_model_name_or_path)
             key = source.store_name or cfg.model
-            nbytes = await asyncio.to_thread(self.registry.import_model, key, source,
-                                             list(cfg.placement_config.local_disk), _ImportProgress(key))
+            nbytes = await asyncio.to_thread(self.registry.import_model, key, source, (), _ImportProgress(key))
             await asyncio.gather(*(worker.prepare(key) for worker in self.workers.values()))
+            await self._register_copies(key, registration)
         except (StoreError, WorkerError) as exc:
             raise ConfigError(cfg.source, field_name, str(exc)) from None
         return key, int(nbytes)
+
+    async def _register_copies(self, key: str, registration: Registration) -> None:
+        """Put ``key`` where registration says: disks first (one copy per node, in parallel, each
+        throttled like a download), then host memory."""
+        specs = {n.node_id: n for n in self.cluster.nodes}
+
+        def to_disk(node_id: str) -> int:
+            return self.registry.node(node_id).place_on_disk(key, specs[node_id].network_bandwidth_bytes_per_s)
+
+        await asyncio.gather(*(asyncio.to_thread(to_disk, n) for n in registration.disk_nodes))
+        for node_id in registration.host_nodes:
+            await asyncio.to_thread(self.registry.node(node_id).place_in_host, key)
+        if registration.disk_nodes:
+            logger.info("registered %s on the disk of node(s) %s%s", key, ", ".join(registration.disk_nodes),
+                        f" and in the host memory of node(s) {', '.join(registration.host_nodes)}"
+                        if registration.host_nodes else "")
 
     async def deploy(self, raw, source: str = "deploy request", store_key: str | None = None,
                      persist: bool = True) -> dict:
@@ -666,8 +684,7 @@ class Controller:
             ctx = self._scaling_context(dep, now)
             if not ctx.idle:
                 continue
-            ctx = ctx._replace(config=replace(ctx.config, keep_alive=0.0))
-            for instance_id in decide_scaling(self._autoscale, ctx).release:
+            for instance_id in surplus_idle(self._autoscale, ctx):
                 inst = dep.instances[instance_id]
                 out[inst.node_id].append(IdleInstanceView(instance_id, dep.name, inst.num_gpus, inst.phase_since_s))
         return out
@@ -703,18 +720,9 @@ class Controller:
             state = self.workers[spec.node_id].storage_state()
             host = frozenset(d.name for d in self._deployments.values() if d.store_key in state.host_models)
             disk = frozenset(d.name for d in self._deployments.values() if d.store_key in state.disk_models)
-            nodes.append(NodeView(
-                node_id=spec.node_id, total_gpus=spec.num_gpus,
-                free_gpus=spec.num_gpus - self._slots_used[spec.node_id],
-                host_models=host, disk_models=disk, io_backlog_s=state.io_backlog_s,
-                disk_bandwidth_bytes_per_s=spec.disk_bandwidth_bytes_per_s,
-                network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
-                host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
-                load_overhead_s=spec.load_overhead_s,
-                load_overhead_per_layer_s=spec.load_overhead_per_layer_s,
-                running=tuple(running.get(spec.node_id, ())),
-                idle=tuple(idle.get(spec.node_id, ())),
-            ))
+            nodes.append(node_view(spec, spec.num_gpus - self._slots_used[spec.node_id], host, disk,
+                                   state.io_backlog_s, tuple(running.get(spec.node_id, ())),
+                                   tuple(idle.get(spec.node_id, ()))))
         return ClusterView(tuple(nodes))
 
     def _model_view(self, dep: Deployment) -> ModelView:

@@ -47,7 +47,8 @@ from live.store import (
     remove_empty_parents,
 )
 from sllmsim.config.hardware import NodeSpec
-from sllmsim.core import ModelView, NodeView, Tier, startup_estimate_s
+from sllmsim.core import ModelView, Tier, startup_estimate_s
+from sllmsim.core.views import node_view
 from sllmsim.records import Phase
 
 log = logging.getLogger(__name__)
@@ -195,10 +196,7 @@ class NodeStorage:
 
     def _estimate_s(self, model: str) -> float:
         # The core's own startup estimate, so the backlog is measured in the scheduler's terms.
-        view = NodeView(self.node_id, self.node.num_gpus, self.node.num_gpus, self.host_models(), self.disk_models(),
-                        0.0, self.node.disk_bandwidth_bytes_per_s, self.node.network_bandwidth_bytes_per_s,
-                        self.node.host_to_gpu_bytes_per_s, self.node.load_overhead_s,
-                        load_overhead_per_layer_s=self.node.load_overhead_per_layer_s)
+        view = node_view(self.node, self.node.num_gpus, self.host_models(), self.disk_models(), 0.0)
         depth = (self.registry.model_layers(model) or 0) if self.node.load_overhead_per_layer_s else 0
         return startup_estimate_s(view, ModelView(model, self.registry.model_bytes(model), num_layers=depth))[0]
 
@@ -278,6 +276,22 @@ class NodeStorage:
             return copied
         finally:
             done_with_src()
+
+    def place_in_host(self, model: str) -> bool:
+        """Read ``model`` from this node's disk into its host cache (registration's ``memory_pool``);
+        False when it is not on the disk or is bigger than the whole cache."""
+        with self._io_lock:
+            if model in self.host_cache:
+                return True
+            if not self.pin_disk(model):
+                return False
+            try:
+                _, cached = self._read_to_host(model)
+                if cached:
+                    self.host_cache.unuse(model)
+                return cached
+            finally:
+                self.unpin_disk(model)
 
     def drop_if_stale(self, model: str, manifest: Mapping | None) -> None:
         """Drop this node's copy of ``model`` if its files differ from ``manifest`` (a re-import)."""

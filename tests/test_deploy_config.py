@@ -32,8 +32,24 @@ def test_round_trip_through_dict():
     assert again == cfg
 
 
+def test_memory_pool_is_the_reference_key_and_host_memory_its_alias():
+    ref = parse_deploy_config({"model": "m", "placement_config": {"memory_pool": ["1"], "local_disk": ["0"]}})
+    ours = parse_deploy_config({"model": "m", "placement_config": {"host_memory": ["1"], "local_disk": ["0"]}})
+    assert ref.placement_config == ours.placement_config
+    assert (ref.placement_config.local_disk, ref.placement_config.host_memory) == (("0",), ("1",))
+    # The dump uses the reference's name, and an absent local_disk stays absent (round-robin registration).
+    assert deploy_config_to_dict(ref)["placement_config"] == {"memory_pool": ["1"], "local_disk": ["0"]}
+    bare = parse_deploy_config({"model": "m"})
+    assert bare.placement_config.local_disk is None
+    assert "local_disk" not in deploy_config_to_dict(bare)["placement_config"]
+    assert parse_deploy_config({"model": "m", "placement_config": {"local_disk": []}}).placement_config.local_disk == ()
+
+
 @pytest.mark.parametrize("raw, field, message", [
     ({"model": ""}, "model", "non-empty"),
+    ({"model": "m", "placement_config": {"memory_pool": ["0"], "host_memory": ["0"]}},
+     "placement_config.host_memory", "only one"),
+    ({"model": "m", "placement_config": {"memory_pool": "0"}}, "placement_config.memory_pool", "list of node ids"),
     ({"model": "m", "num_gpu": 1}, "num_gpu", "did you mean 'num_gpus'"),
     ({"model": "m", "auto_scaling_config": {"targt": 2}}, "auto_scaling_config.targt", "did you mean 'target'"),
     ({"model": "m", "auto_scaling_config": {"min_instances": 3, "max_instances": 2}},

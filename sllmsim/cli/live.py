@@ -55,6 +55,8 @@ def _check_storage(storage: str) -> None:
 @click.option("--scheduler", default="storage_aware", show_default=True,
               help="Placement policy name (storage_aware, serverlessllm, first_fit, random, round_robin or "
                    "module:Class).")
+@click.option("--autoscale", default="concurrency", show_default=True,
+              help="Autoscaling policy name (as a trace's scheduler.autoscale: concurrency or module:Class).")
 @click.option("--enable-migration", is_flag=True, default=False,
               help="Let the storage-aware scheduler free the node that would start a model fastest by "
                    "live-migrating running requests to other nodes (token-based; streams continue).")
@@ -77,8 +79,8 @@ def _check_storage(storage: str) -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
-         scheduler: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int, drain_timeout: float,
-         import_roots: tuple[str, ...], run_dir: str | None, log_level: str) -> None:
+         scheduler: str, autoscale: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int,
+         drain_timeout: float, import_roots: tuple[str, ...], run_dir: str | None, log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
     cluster = load_hardware(hardware_config)
 
@@ -89,6 +91,13 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
         make_placement_policy(scheduler)
     except TypeError as exc:  # a class that is not a placement policy
         raise ConfigError("--scheduler", "", f"{scheduler!r} cannot be built as a placement policy: {exc}") from None
+    from sllmsim.core.autoscale import make_autoscale_policy
+    from sllmsim.errors import SllmsimError
+
+    try:
+        make_autoscale_policy(autoscale)
+    except SllmsimError as exc:
+        raise ConfigError("--autoscale", "", str(exc)) from None
     if enable_migration:
         try:
             make_placement_policy(scheduler, enable_migration=True)
@@ -112,6 +121,6 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
     app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
                      enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes, store_lock=store_lock,
-                     import_roots=list(import_roots) or None)
+                     import_roots=list(import_roots) or None, autoscale=autoscale)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
     make_server(app, host=host, port=port, drain_s=drain_timeout, log_level=log_level, log_config=None).run()

@@ -45,10 +45,14 @@ class PlacementConfig:
 
     target_nodes: tuple[str, ...] | None = None
     """Nodes allowed to run this model; ``None`` means any node."""
-    local_disk: tuple[str, ...] = ()
-    """Nodes whose local disk holds the checkpoint at time 0."""
+    local_disk: tuple[str, ...] | None = None
+    """Nodes whose local disk registration puts the checkpoint on; ``None`` (the key absent): one
+    node chosen round-robin in deploy order, as the reference's store manager does
+    (:mod:`sllmsim.core.registration`); ``()``: no node."""
     host_memory: tuple[str, ...] = ()
-    """Nodes whose host-memory cache holds the checkpoint at time 0 (it is on their disk too)."""
+    """Nodes whose host-memory cache registration loads the checkpoint into (it is put on their
+    disk too). The reference's key is ``memory_pool``; ``host_memory`` is this project's older name
+    for the same list (a config gives one of them)."""
 
 
 @dataclass(frozen=True)
@@ -149,15 +153,17 @@ def parse_deploy_config(raw: Any, source: str = "<inline deploy config>") -> Dep
     )
 
     pc = _mapping(raw, "placement_config", source)
-    check_keys(pc, ("target_nodes", "local_disk", "host_memory"), source, "placement_config.")
+    check_keys(pc, ("target_nodes", "local_disk", "memory_pool", "host_memory"), source, "placement_config.")
+    if "memory_pool" in pc and "host_memory" in pc:
+        raise ConfigError(source, "placement_config.host_memory",
+                          "host_memory is another name for memory_pool; give only one of them")
+    pool_key = "memory_pool" if "memory_pool" in pc else "host_memory"
     target_nodes = pc.get("target_nodes")
-    host_memory = _node_list(pc.get("host_memory", []), source, "placement_config.host_memory")
+    local_disk = pc.get("local_disk")
     placement = PlacementConfig(
         target_nodes=None if target_nodes is None else _node_list(target_nodes, source, "placement_config.target_nodes"),
-        # A checkpoint cached in host memory was read from that node's disk, so it is on the disk too.
-        local_disk=tuple(dict.fromkeys(_node_list(pc.get("local_disk", []), source, "placement_config.local_disk")
-                                       + host_memory)),
-        host_memory=host_memory,
+        local_disk=None if local_disk is None else _node_list(local_disk, source, "placement_config.local_disk"),
+        host_memory=_node_list(pc.get(pool_key, []), source, f"placement_config.{pool_key}"),
     )
     if placement.target_nodes is not None and not placement.target_nodes:
         raise ConfigError(source, "placement_config.target_nodes", "expected at least one node id (or omit the key)")
@@ -226,10 +232,7 @@ def deploy_config_to_dict(cfg: DeployConfig) -> dict:
             "max_instances": cfg.auto_scaling_config.max_instances,
             "keep_alive": cfg.auto_scaling_config.keep_alive,
         },
-        "placement_config": {
-            "local_disk": list(cfg.placement_config.local_disk),
-            "host_memory": list(cfg.placement_config.host_memory),
-        },
+        "placement_config": {"memory_pool": list(cfg.placement_config.host_memory)},
         "backend_config": {
             "pretrained_model_name_or_path": cfg.backend_config.pretrained_model_name_or_path,
             "torch_dtype": cfg.backend_config.torch_dtype,
@@ -240,6 +243,8 @@ def deploy_config_to_dict(cfg: DeployConfig) -> dict:
     }
     if cfg.placement_config.target_nodes is not None:
         out["placement_config"]["target_nodes"] = list(cfg.placement_config.target_nodes)
+    if cfg.placement_config.local_disk is not None:  # absent: registration picks a node round-robin
+        out["placement_config"]["local_disk"] = list(cfg.placement_config.local_disk)
     if cfg.checkpoint_size_bytes is not None:
         out["checkpoint_size"] = cfg.checkpoint_size_bytes
     if cfg.num_layers is not None:

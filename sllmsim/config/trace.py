@@ -7,8 +7,8 @@ A trace file looks like::
     models: [config-opt-2.7b.json, config-opt-1.3b.json]   # deploy-config paths or inline mappings
     scheduler: storage_aware               # a placement policy name, or a mapping (see below)
     seed: 0
-    storage:                               # where checkpoints sit at time 0
-      local_disk: all                      # every model on every node's disk, or {model: all | [node ids]}
+    storage:                               # where checkpoints sit at time 0, if not where registration put them
+      local_disk: all                      # every model on every node's disk, `none`, or {model: all | none | [node ids]}
       host_memory: {opt-1.3b: ["1"]}       # likewise for the host-memory cache (implies local disk)
     requests:                              # explicit requests ...
       - {time: 0.0, model: opt-2.7b, input_tokens: 32, output_tokens: 64}
@@ -79,9 +79,11 @@ class SchedulerSettings:
 
 @dataclass(frozen=True)
 class StorageState:
-    """Where checkpoints sit at time 0, beyond each deploy config's ``placement_config``.
+    """Where checkpoints sit at time 0 where it differs from what registration did.
 
-    Each field maps a model name to the node ids that hold its checkpoint.
+    Each field maps a model name to the node ids that hold its checkpoint in that tier, replacing
+    (not adding to) what deploying it put there (:mod:`sllmsim.core.registration`); an empty tuple
+    means no node. Models not named keep their registration.
     """
 
     local_disk: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -192,14 +194,20 @@ class TraceConfig:
         return catalog.model_size(self.deploy(model)).size_bytes
 
     def initial_storage(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-        """``{model: (disk node ids, host-memory node ids)}`` at time 0: each deploy config's
-        ``placement_config`` plus the trace's ``storage``. A host-memory copy implies a disk copy."""
-        disk_extra = dict(self.storage.local_disk)
-        host_extra = dict(self.storage.host_memory)
+        """``{model: (disk node ids, host-memory node ids)}`` at time 0: where deploying the models in
+        the trace's order put their checkpoints (:func:`sllmsim.core.registration.register_all`:
+        ``placement_config.local_disk``, else one node round-robin; ``memory_pool``), except where the
+        trace's ``storage`` says otherwise. A host-memory copy implies a disk copy."""
+        from sllmsim.core.registration import register_all
+
+        registered = register_all(((cfg.model, cfg.placement_config) for cfg in self.models), self.cluster.node_ids)
+        disk_set = dict(self.storage.local_disk)
+        host_set = dict(self.storage.host_memory)
         out = {}
         for cfg in self.models:
-            host = tuple(dict.fromkeys(cfg.placement_config.host_memory + host_extra.get(cfg.model, ())))
-            disk = tuple(dict.fromkeys(cfg.placement_config.local_disk + disk_extra.get(cfg.model, ()) + host))
+            reg = registered[cfg.model]
+            host = host_set.get(cfg.model, reg.host_nodes)
+            disk = tuple(dict.fromkeys(disk_set.get(cfg.model, reg.disk_nodes) + host))
             out[cfg.model] = (disk, host)
         return out
 
@@ -310,16 +318,11 @@ def check_trace(trace: TraceConfig) -> None:
             resolve(kind, name)
         except SllmsimError as exc:
             raise ConfigError(trace.source, f"scheduler.{kind}", str(exc)) from None
+    from sllmsim.core.registration import check_fits_cluster
+
     node_ids = set(trace.cluster.node_ids)
     for cfg in trace.models:
-        for key, nodes in (("target_nodes", cfg.placement_config.target_nodes or ()),
-                           ("local_disk", cfg.placement_config.local_disk),
-                           ("host_memory", cfg.placement_config.host_memory)):
-            for node in nodes:
-                if node not in node_ids:
-                    raise ConfigError(cfg.source, f"placement_config.{key}",
-                                      f"node {node!r} is not in the hardware config {trace.cluster.source} "
-                                      f"(nodes: {', '.join(trace.cluster.node_ids)})")
+        check_fits_cluster(cfg, trace.cluster)
     _check_depths(trace)
     sizes = {cfg.model: catalog.model_size(cfg).size_bytes for cfg in trace.models}
     disk_used = {n: 0 for n in node_ids}
@@ -418,10 +421,11 @@ def _parse_storage(value: Any, model_names: list[str], cluster: ClusterSpec, sou
     for key in _STORAGE_KEYS:
         spec = value.get(key, {})
         field_name = f"storage.{key}"
-        if spec == "all":
-            spec = {m: "all" for m in model_names}
+        if spec in ("all", "none"):
+            spec = {m: spec for m in model_names}
         if not isinstance(spec, Mapping):
-            raise ConfigError(source, field_name, f"expected 'all' or a mapping {{model: all | [node ids]}}, got {spec!r}")
+            raise ConfigError(source, field_name, f"expected 'all', 'none' or a mapping "
+                                                  f"{{model: all | none | [node ids]}}, got {spec!r}")
         entries = []
         for model, nodes in spec.items():
             if model not in model_names:
@@ -434,8 +438,10 @@ def _parse_storage(value: Any, model_names: list[str], cluster: ClusterSpec, sou
 def _nodes(value: Any, cluster: ClusterSpec, source: str, field_name: str) -> tuple[str, ...]:
     if value == "all":
         return cluster.node_ids
+    if value == "none":
+        return ()
     if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-        raise ConfigError(source, field_name, f"expected 'all' or a list of node ids, got {value!r}")
+        raise ConfigError(source, field_name, f"expected 'all', 'none' or a list of node ids, got {value!r}")
     nodes = tuple(str(v) for v in value)
     for node in nodes:
         if node not in cluster.node_ids:

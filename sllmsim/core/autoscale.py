@@ -152,3 +152,10 @@ def decision_holds(policy: AutoscalePolicy, ctx: ScalingContext, decision: Scali
         low = 1 if ctx.in_flight > 0 else 0
         high = high if ctx.in_flight > 0 else 0
     return low, high
+
+
+def surplus_idle(policy: AutoscalePolicy, ctx: ScalingContext) -> tuple[str, ...]:
+    """The idle instances of ``ctx`` the autoscaler would release if every keep-alive were over:
+    those beyond what ``min_instances`` and the requests in flight need. What both runtimes offer
+    the scheduler as reclaimable (``reclaim_idle``); one kept by ``min_instances`` never is."""
+    return decide_scaling(policy, ctx._replace(now_s=math.inf)).release

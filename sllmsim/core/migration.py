@@ -92,6 +92,14 @@ class _Dest:
     tier: Tier
 
 
+def movable_from_s(placed_s: float, ready_s: float) -> float:
+    """When an instance placed at ``placed_s`` and ready at ``ready_s`` may first be migrated or
+    preempted: once it has served for as long as it took to start, so that at most half of any
+    instance's GPU time goes to starting it however often placements want its GPUs (the thrash
+    guard both runtimes apply before listing an instance in :attr:`NodeView.running`)."""
+    return ready_s + (ready_s - placed_s)
+
+
 def movable_instances(node: NodeView, placing_model: str | None) -> list[RunningInstanceView]:
     """Instances of ``node`` that may make room: all listed ones but those of ``placing_model``
     (moving an instance of a model to start another instance of the same model gains nothing)."""

@@ -57,12 +57,13 @@ from sllmsim import catalog
 from sllmsim.config.hardware import GpuType
 from sllmsim.config.trace import TraceConfig, arrives_in_run, check_trace, trace_to_dict
 from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, decision_holds,
-                                    keep_alive_expires_s, make_autoscale_policy)
+                                    keep_alive_expires_s, make_autoscale_policy, surplus_idle)
 from sllmsim.core.placement import logger as scheduler_logger
-from sllmsim.core.migration import MigrationPlan
+from sllmsim.core.migration import MigrationPlan, movable_from_s
 from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place
 from sllmsim.core.preemption import PreemptionPlan
 from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, NodeView, RunningInstanceView, Tier
+from sllmsim.core.views import node_view
 from sllmsim.errors import SllmsimError
 from sllmsim.records import Phase, PhaseRecord, RequestRecord, RunResult, TimeseriesRecord
 from sllmsim.sim.links import FlowNetwork, Link
@@ -213,20 +214,7 @@ class NodeState:
             self._host_set = (self.host.version, self.host.models())
         if self._disk_set[0] != self.disk.version:
             self._disk_set = (self.disk.version, self.disk.models())
-        spec = self.spec
-        self.view = NodeView(
-            node_id=self.node_id,
-            total_gpus=spec.num_gpus,
-            free_gpus=self.free_gpus,
-            host_models=self._host_set[1],
-            disk_models=self._disk_set[1],
-            io_backlog_s=self.backlog_s(now),
-            disk_bandwidth_bytes_per_s=spec.disk_bandwidth_bytes_per_s,
-            network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
-            host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
-            load_overhead_s=spec.load_overhead_s,
-            load_overhead_per_layer_s=spec.load_overhead_per_layer_s,
-        )
+        self.view = node_view(self.spec, self.free_gpus, self._host_set[1], self._disk_set[1], self.backlog_s(now))
         self.dirty = self.loading > 0
         return self.view
 
@@ -929,8 +917,8 @@ class Simulation:
                 continue
             # At an instant past every keep-alive, the autoscaler names the idle instances it would
             # release: those beyond what min_instances and the requests in flight need.
-            surplus = decide_scaling(self.autoscaler, ScalingContext(
-                m.name, math.inf, m.in_flight, len(m.instances) - m.moving, tuple(m.idle.values()), m.asc)).release
+            surplus = surplus_idle(self.autoscaler, ScalingContext(
+                m.name, math.inf, m.in_flight, len(m.instances) - m.moving, tuple(m.idle.values()), m.asc))
             for iid in surplus:
                 inst = m.by_id[iid]
                 out.setdefault(inst.node_id, []).append(
@@ -982,8 +970,8 @@ class Simulation:
     # request keeps its progress, so it finishes however often it moves.
 
     def _movable_from(self, inst: Instance) -> float:
-        """When ``inst`` may first be migrated or preempted (the thrash guard)."""
-        return inst.ready_s + (inst.ready_s - inst.placed_s)
+        """When ``inst`` may first be migrated or preempted (the core's thrash guard)."""
+        return movable_from_s(inst.placed_s, inst.ready_s)
 
     def _request_tokens(self, inst: Instance, now: float) -> list[tuple[int, float]]:
         """(request id, prompt tokens + tokens generated so far) of each request ``inst`` serves at

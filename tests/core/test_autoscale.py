@@ -76,3 +76,17 @@ def test_decision_holds_only_where_deciding_again_would_repeat_nothing():
     # Idle instances (their keep-alive depends on the time) and policies without a range: no promise.
     c = ctx(1, 2, idle=[IdleInstance("a", 0.0)], target=1)
     assert decision_holds(POLICY, c, decide_scaling(POLICY, c)) is None
+
+
+def test_surplus_idle_is_what_would_go_once_every_keep_alive_is_over():
+    from sllmsim.config.deploy import AutoScalingConfig
+    from sllmsim.core.autoscale import IdleInstance, ScalingContext, make_autoscale_policy, surplus_idle
+
+    policy = make_autoscale_policy("concurrency")
+    idle = (IdleInstance("b", 5.0), IdleInstance("a", 1.0))
+    cfg = AutoScalingConfig(min_instances=1, keep_alive=100.0)
+    # Three instances, one request in flight and min_instances 1: one instance is needed, the two
+    # idle ones are surplus (longest idle first), although their keep-alive has not run out at t=10.
+    assert surplus_idle(policy, ScalingContext("m", 10.0, 1, 3, idle, cfg)) == ("a", "b")
+    # Two instances and no request: min_instances keeps one, so only the longest idle goes.
+    assert surplus_idle(policy, ScalingContext("m", 10.0, 0, 2, idle, cfg)) == ("a",)

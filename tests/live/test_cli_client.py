@@ -95,6 +95,7 @@ def test_client_errors_are_one_line_without_traceback(server, tmp_path, capsys):
     (["--devices", "7=cpu"], ["--devices", "no such node"]),
     (["--devices", "0=cuda:99"], ["--devices", "does not exist"]),
     (["--scheduler", "storage_awar"], ["storage_aware"]),
+    (["--autoscale", "concurency"], ["--autoscale", "concurrency"]),
 ])
 def test_live_command_rejects_bad_arguments(tmp_path, capsys, args, words):
     assert main(["live", "--hardware-config", str(HARDWARE), "--storage", str(tmp_path), *args]) == 2

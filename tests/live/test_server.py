@@ -115,8 +115,10 @@ def test_placements_follow_target_nodes_and_log_the_spec_lines(live, caplog):
 
 
 def test_estimates_are_the_core_formula_over_real_checkpoint_sizes(live, tiny_model_factory):
-    """A first load comes over the network tier; the next, after release, from the host-memory cache."""
-    assert live.deploy(spec_config("opt-2.7b", tiny_model_factory("opt", seed=1), model="fresh")).status_code == 200
+    """A first load comes over the network tier (registered on no disk); the next, after release,
+    from the host-memory cache."""
+    assert live.deploy(spec_config("opt-2.7b", tiny_model_factory("opt", seed=1), model="fresh",
+                                   placement_config__local_disk=[])).status_code == 200
     try:
         size = live.model_status("fresh")["size_bytes"]
         assert size > 0
@@ -184,7 +186,7 @@ def test_stop_sequences_cut_the_reply(live):
 
 def test_scale_from_zero_then_keep_alive_unload(live, tiny_model_factory):
     cfg = spec_config("opt-2.7b", tiny_model_factory("gpt2"), model="kept", auto_scaling_config__keep_alive=0.5,
-                      placement_config__target_nodes=["0", "1"])
+                      placement_config__target_nodes=["0", "1"], placement_config__local_disk=[])
     assert live.deploy(cfg).status_code == 200
     try:
         assert live.model_status("kept")["instances"] == []  # min_instances 0: nothing loaded yet

@@ -35,10 +35,12 @@ def test_restart_restores_deployments(tmp_path, tiny_model_factory):
     assert (storage / "deployments.json").exists()
     # On shutdown the first server wrote its records as a run folder, in the simulator's format.
     frames = read_run(run_dir)
-    assert list(frames.requests["status"]) == ["completed"] and list(frames.requests["tier"]) == ["network"]
-    assert {"downloading", "loading_to_host", "loading_to_gpu", "released"} <= set(frames.phases["phase"])
+    # Registration put opt-2.7b on node 0's disk (round robin, first deploy): its first load reads it there.
+    assert list(frames.requests["status"]) == ["completed"] and list(frames.requests["tier"]) == ["disk"]
+    assert {"loading_to_host", "loading_to_gpu", "released"} <= set(frames.phases["phase"])
+    assert "downloading" not in set(frames.phases["phase"])
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["cold_starts_network"] == 1 and summary["completed"] == 1
+    assert summary["cold_starts_disk"] == 1 and summary["cold_starts_network"] == 0 and summary["completed"] == 1
     assert "Allocated node 0 for model opt-2.7b" in (run_dir / "scheduler.log").read_text()
 
     with serve_in_thread(create_app(cluster, storage, devices=CPU)) as url:
@@ -50,7 +52,7 @@ def test_restart_restores_deployments(tmp_path, tiny_model_factory):
         status = httpx.get(f"{url}/status").json()
         restored = {m["model"]: m for m in status["models"]}
         assert restored["opt-1.3b"]["config"]["placement_config"]["target_nodes"] == ["1"]
-        # The checkpoint that the first server copied to node 0's disk is still there: a disk-tier load.
+        # The checkpoint that registration copied to node 0's disk is still there: a disk-tier load.
         assert [r["tier"] for r in httpx.get(f"{url}/records").json()["requests"]] == ["disk"]
         assert httpx.post(f"{url}/delete", json={"models": ["opt-1.3b"]}).status_code == 200
 
@@ -91,11 +93,11 @@ def test_failed_loads_answer_5xx_free_the_slot_and_the_server_goes_on(tmp_path, 
     with serve_in_thread(app) as url:
         http = httpx.Client(base_url=url, timeout=60)
         client = _openai(url)
-        assert http.post("/register", json=spec_config("opt-1.3b", tiny_model_factory("opt"), model="broken"
+        assert http.post("/register", json=spec_config("opt-1.3b", tiny_model_factory("opt"), model="broken", placement_config__local_disk=[]
                                                        )).status_code == 200
-        assert http.post("/register", json=spec_config("opt-2.7b", tiny_model_factory("llama"), model="no-room"
+        assert http.post("/register", json=spec_config("opt-2.7b", tiny_model_factory("llama"), model="no-room", placement_config__local_disk=[]
                                                        )).status_code == 200
-        assert http.post("/register", json=spec_config("opt-1.3b", tiny_model_factory("gpt2"), model="healthy"
+        assert http.post("/register", json=spec_config("opt-1.3b", tiny_model_factory("gpt2"), model="healthy", placement_config__local_disk=[]
                                                        )).status_code == 200
         _corrupt_header(storage / "_import" / "broken")
 

@@ -26,13 +26,14 @@ def test_sequential_loading_finishes_each_tier_before_the_next():
 
 def test_network_download_then_disk_sequential_and_pipelined():
     nodes = [node(host_bandwidth="4GB/s")]
-    seq = run(nodes, [model("m")], [req(0.0, "m")], simulation={"loading": "sequential"})
+    nowhere = model("m", placement_config={"local_disk": []})  # registered on no node's disk
+    seq = run(nodes, [nowhere], [req(0.0, "m")], simulation={"loading": "sequential"})
     # network 1 GiB/s (8 Gbps) for 4 s, disk 2 GiB/s for 2 s, host → GPU 4 GiB/s for 1 s.
     assert phases(seq)[1:4] == [("downloading", 0.0, 4.0), ("loading_to_host", 4.0, 6.0),
                                 ("loading_to_gpu", 6.0, 7.0)]
     assert seq.requests[0].tier == "network"
     # Pipelined: one stream through all three links at the slowest one's rate.
-    pipe = run(nodes, [model("m")], [req(0.0, "m")])
+    pipe = run(nodes, [nowhere], [req(0.0, "m")])
     assert phases(pipe)[1] == ("downloading", 0.0, 4.0)
     # The downloaded copy lands on the disk and in host memory, and stays after the instance goes.
     assert samples(pipe, "disk_used_bytes", "0") == [(0.0, 0), (0.0, 4 * GiB)]
@@ -88,7 +89,7 @@ def test_nodes_without_a_copy_are_estimated_over_the_network():
 def test_disk_is_lru_and_never_over_capacity():
     nodes = [node(disk_size="10GB", host_size="4GB")]  # host memory holds only the latest checkpoint
     models = [model("a", placement_config={"local_disk": ["0"]}), model("b", placement_config={"local_disk": ["0"]}),
-              model("c")]
+              model("c", placement_config={"local_disk": []})]
     result = run(nodes, models, [req(0.0, "b"), req(10.0, "a"), req(20.0, "c"), req(30.0, "b")],
                  simulation={"loading": "sequential"})
     # c needs 4 GiB of the 10 GiB disk holding a and b: b, read longest ago, is evicted; so b comes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from repo_paths import TRACES
 
 from sllmsim.cli import main
-from sllmsim.config.trace import load_trace
+from sllmsim.config.trace import load_trace, parse_trace
 from sllmsim.sim import simulate
 
 SPEC_LOG = [
@@ -31,8 +31,34 @@ def test_seed_example_logs_the_spec_lines_and_placements():
 
 def test_seed_example_deploy_files_are_the_spec_files_unchanged():
     trace = load_trace(TRACES / "seed-example.yaml")
-    assert [cfg.placement_config.local_disk for cfg in trace.models] == [(), ()]
-    assert trace.initial_storage() == {"opt-2.7b": (("0", "1"), ()), "opt-1.3b": (("0", "1"), ())}
+    assert [cfg.placement_config.local_disk for cfg in trace.models] == [None, None]
+    assert trace.storage.local_disk == () and trace.storage.host_memory == ()
+    # Registration alone (no `storage:` key): one disk copy each, round-robin in deploy order.
+    assert trace.initial_storage() == {"opt-2.7b": (("0",), ()), "opt-1.3b": (("1",), ())}
+
+
+def test_registration_follows_deploy_order_not_target_nodes():
+    # Deployed the other way round, the round robin puts opt-1.3b on node 0 and opt-2.7b on node 1:
+    # each then runs where its target_nodes say, downloading its checkpoint over the network.
+    trace = parse_trace({"hardware": "hardware_config.json", "models": ["config-opt-1.3b.json", "config-opt-2.7b.json"],
+                         "requests": [{"time": 0.0, "model": "opt-2.7b", "input_tokens": 24, "output_tokens": 64}]},
+                        TRACES)
+    assert trace.initial_storage() == {"opt-1.3b": (("0",), ()), "opt-2.7b": (("1",), ())}
+    result = simulate(trace)
+    assert result.requests[0].tier == "network"
+    assert result.scheduler_log[0].startswith("Sorted scheduling options: [('0', 3.9")
+
+
+def test_storage_none_overrides_registration():
+    trace = parse_trace({"hardware": "hardware_config.json", "models": ["config-opt-2.7b.json", "config-opt-1.3b.json"],
+                         "storage": {"local_disk": "none"},
+                         "requests": [{"time": 0.0, "model": "opt-2.7b", "input_tokens": 24, "output_tokens": 64}]},
+                        TRACES)
+    assert trace.initial_storage() == {"opt-2.7b": ((), ()), "opt-1.3b": ((), ())}
+    assert simulate(trace).requests[0].tier == "network"
+    one = parse_trace({"hardware": "hardware_config.json", "models": ["config-opt-2.7b.json", "config-opt-1.3b.json"],
+                       "storage": {"local_disk": {"opt-1.3b": "none"}, "host_memory": {"opt-2.7b": ["1"]}}}, TRACES)
+    assert one.initial_storage() == {"opt-2.7b": (("0", "1"), ("1",)), "opt-1.3b": ((), ())}
 
 
 def test_sllmsim_run_prints_the_log_and_a_summary_and_writes_the_run_folder(tmp_path, capsys):

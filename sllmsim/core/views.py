@@ -1,0 +1,33 @@
+"""Building the scheduler's views from the configuration and a runtime's state, for both runtimes.
+
+The simulator and live mode keep their state differently, but hand the core the same things: a
+node's static figures come from its :class:`~sllmsim.config.hardware.NodeSpec` here, once, and only
+the runtime's own state (free GPUs, checkpoints per tier, loading backlog, instances that may make
+room) is theirs to supply.
+"""
+
+from __future__ import annotations
+
+from sllmsim.config.hardware import NodeSpec
+from sllmsim.core.snapshot import IdleInstanceView, NodeView, RunningInstanceView
+
+
+def node_view(spec: NodeSpec, free_gpus: int, host_models: frozenset[str], disk_models: frozenset[str],
+              io_backlog_s: float, running: tuple[RunningInstanceView, ...] = (),
+              idle: tuple[IdleInstanceView, ...] = ()) -> NodeView:
+    """The :class:`NodeView` of node ``spec`` in the given runtime state."""
+    return NodeView(
+        node_id=spec.node_id,
+        total_gpus=spec.num_gpus,
+        free_gpus=free_gpus,
+        host_models=host_models,
+        disk_models=disk_models,
+        io_backlog_s=io_backlog_s,
+        disk_bandwidth_bytes_per_s=spec.disk_bandwidth_bytes_per_s,
+        network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
+        host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
+        load_overhead_s=spec.load_overhead_s,
+        load_overhead_per_layer_s=spec.load_overhead_per_layer_s,
+        running=running,
+        idle=idle,
+    )
