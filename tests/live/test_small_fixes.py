@@ -38,9 +38,10 @@ def test_records_say_running_for_a_running_request(slow_server):  # noqa: F811
 
 
 def test_error_bodies_carry_no_store_paths(tmp_path, tiny_model_dir):
+    # No node-disk copy at registration (local_disk: []), so the first load reads the damaged store copy.
     storage = tmp_path / "models"
     with serve_in_thread(create_app(load_hardware(HARDWARE), storage, devices=CPU)) as url:
-        assert httpx.post(f"{url}/register", json=spec_config("opt-2.7b", tiny_model_dir),
+        assert httpx.post(f"{url}/register", json=spec_config("opt-2.7b", tiny_model_dir, placement_config__local_disk=[]),
                           timeout=60).status_code == 200
         _corrupt_header(storage / "_import" / "opt-2.7b")
         response = httpx.post(f"{url}/v1/chat/completions", timeout=60,

@@ -234,9 +234,10 @@ def test_a_checkpoint_with_nan_weights_is_refused_at_import(spec_store, tiny_mod
 
 
 def test_status_says_what_is_unavailable(tmp_path, tiny_model_dir):
+    # No node-disk copy at registration (local_disk: []): the store copy is the only one.
     storage = tmp_path / "models"
     with serve_in_thread(_app(storage)) as url:
-        assert httpx.post(f"{url}/register", json=spec_config("opt-2.7b", tiny_model_dir), timeout=60).status_code == 200
+        assert httpx.post(f"{url}/register", json=spec_config("opt-2.7b", tiny_model_dir, placement_config__local_disk=[]), timeout=60).status_code == 200
         assert httpx.get(f"{url}/status").json()["models"][0]["unavailable"] == ""
         shutil.rmtree(storage / "_import" / "opt-2.7b")  # behind the server's back
         reply = httpx.post(f"{url}/v1/chat/completions", timeout=60,
