@@ -53,13 +53,16 @@ def common_requests(runs: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
 
     ``runs`` maps ``(policy, side)`` (side ``"live"`` or ``"sim"``) to a requests frame
     (:func:`sllmsim.metrics.requests_frame` columns: ``request_id``, ``model``, ``arrival_s``,
-    ``status``, ``latency_s``).
+    ``status``, ``latency_s``; optionally ``node`` and ``tier``, kept as ``node:policy/side`` and
+    ``tier:policy/side``).
     """
     joined = None
     for (policy, side), frame in runs.items():
         ranked = rank_requests(frame)
-        done = ranked[ranked["status"] == "completed"][["model", "rank", "latency_s"]]
-        done = done.rename(columns={"latency_s": f"{policy}/{side}"})
+        cols = ["model", "rank", "latency_s", *(c for c in ("node", "tier") if c in ranked)]
+        done = ranked[ranked["status"] == "completed"][cols]
+        done = done.rename(columns={c: f"{policy}/{side}" if c == "latency_s" else f"{c}:{policy}/{side}"
+                                    for c in cols[2:]})
         joined = done if joined is None else joined.merge(done, on=["model", "rank"], how="inner")
     if joined is None:
         return pd.DataFrame(columns=["model", "rank"])
@@ -96,7 +99,18 @@ def compare_policies(runs: dict[tuple[str, str], pd.DataFrame], policies: list[s
     common = common_requests({(p, s): runs[(p, s)] for p in policies for s in ("live", "sim")})
     baseline = policies[0]
     out: dict = {"requests": int(len(common)), "baseline": baseline, "policies": list(policies),
-                 "gap_target_pp": gap_target_pp, "stats": {}, "targets": {}}
+                 "gap_target_pp": gap_target_pp, "stats": {}, "targets": {}, "placement": {}}
+    # A policy whose simulated placements differ from its live ones (a random policy's draws, say)
+    # compares different runs: the share placed alike tells how much of a gap that explains.
+    for p in policies:
+        if f"node:{p}/live" in common and f"node:{p}/sim" in common:
+            same = int((common[f"node:{p}/live"].astype(str) == common[f"node:{p}/sim"].astype(str)).sum())
+            entry = {"same_node": same, "compared": int(len(common))}
+            for side in ("live", "sim"):
+                if f"tier:{p}/{side}" in common:
+                    entry[f"tiers_{side}"] = {str(k): int(v) for k, v in
+                                              common[f"tier:{p}/{side}"].astype(str).value_counts().sort_index().items()}
+            out["placement"][p] = entry
     for stat in STATS:
         entry: dict = {}
         for side in ("live", "sim"):
@@ -154,6 +168,12 @@ def report_markdown(result: dict, context: dict) -> str:
         for other, rel in e["relative"].items():
             lines.append(f"| {stat} | {other} | {_fmt_pct(rel['live'])} | {_fmt_pct(rel['sim'])} | "
                          f"{_fmt_pp(rel['gap_pp'])} |")
+    if result.get("placement"):
+        lines += ["", "## Placement, live vs simulated", "",
+                  "| policy | same node | start tiers live | start tiers sim |", "|---|---|---|---|"]
+        for p, e in result["placement"].items():
+            tiers = [", ".join(f"{k} {v}" for k, v in e.get(f"tiers_{side}", {}).items()) for side in ("live", "sim")]
+            lines.append(f"| {p} | {e['same_node']} of {e['compared']} | {tiers[0]} | {tiers[1]} |")
     lines += ["", "## Targets", ""]
     for name, met in result["targets"].items():
         lines.append(f"- {name}: {'—' if met is None else ('met' if met else 'missed')}")

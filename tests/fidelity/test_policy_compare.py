@@ -114,3 +114,19 @@ def test_cli_rejects_a_bad_policy_list_before_any_live_run(tmp_path, capsys):
     assert code == 2
     assert "--compare-policies" in err and "two or more distinct" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_placement_agreement_counts_requests_placed_alike():
+    def with_nodes(frame: pd.DataFrame, nodes: str, tiers: list[str]) -> pd.DataFrame:
+        return frame.assign(node=list(nodes), tier=tiers)
+
+    runs = {("storage_aware", "live"): with_nodes(_frame(BASE), "0101", ["disk"] * 4),
+            ("storage_aware", "sim"): with_nodes(_frame(BASE), "0101", ["disk"] * 4),
+            ("random", "live"): with_nodes(_frame(BASE), "0111", ["disk", "disk", "network", "disk"]),
+            ("random", "sim"): with_nodes(_frame(BASE), "1100", ["network", "disk", "network", "network"])}
+    out = compare_policies(runs, ["storage_aware", "random"])
+    assert out["placement"]["storage_aware"] == {"same_node": 4, "compared": 4, "tiers_live": {"disk": 4},
+                                                 "tiers_sim": {"disk": 4}}
+    assert out["placement"]["random"]["same_node"] == 1  # only the second request (node 1 on both sides)
+    assert out["placement"]["random"]["tiers_sim"] == {"disk": 1, "network": 3}
+    assert "| random | 1 of 4 | disk 3, network 1 | disk 1, network 3 |" in report_markdown(out, {})
