@@ -77,9 +77,12 @@ def print_headline(summary: dict, console=None) -> None:
 @click.option("--reuse-live", type=click.Path(exists=True, path_type=Path), default=None,
               help="Skip the live run: take it from an earlier report folder (its live-run.json) and only "
                    "re-simulate and re-report, e.g. after changing the simulator or the calibration.")
+@click.option("--compare-policies", "compare_policies", default=None, metavar="A,B",
+              help="Run the arrivals live and simulated under each placement policy (e.g. storage_aware,random) "
+                   "and report whether the simulator predicts the same winner and difference.")
 def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Path, recipes: Path | None,
              storage: Path | None, devices: str | None, threads: int | None, page_cache: str,
-             reuse_live: Path | None) -> None:
+             reuse_live: Path | None, compare_policies: str | None) -> None:
     """Run TRACE live (real server, real loads) and simulated with HW, then report the errors."""
     from rich.console import Console
 
@@ -101,6 +104,15 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     threads = threads or sidecar.get("torch_threads")
     out = out or _default_out(trace.name)
     console = Console(stderr=True)
+    if compare_policies is not None:
+        from sllmsim.cli.compare_policies import run_comparison
+        from sllmsim.fidelity.policy_compare import parse_policies
+
+        run_comparison(parse_policies(compare_policies), trace_path, trace, hardware, out, recipe_map,
+                       lambda t, folder: _run_live(t, cluster, folder, storage, models_dir, recipes, devices,
+                                                   threads, page_cache, console),
+                       reuse_live, sidecar, ("--page-cache", page_cache) if page_cache != "drop" else ())
+        return
 
     if reuse_live is not None:
         live = live_run.load_live_run(reuse_live, name=f"{trace.name}-live")
