@@ -258,3 +258,20 @@ def test_an_instance_serving_two_streams_moves_both(tmp_path, tiny_model_factory
         assert second_started >= source_released
         busy = [s["value"] for s in records["timeseries"] if s["metric"] == "gpus_busy"]
         assert max(busy) == 1
+
+
+def test_live_offers_an_instance_for_a_move_only_past_the_cores_thrash_guard():
+    """The controller's move filter applies ``core.migration.movable_from_s`` as the simulator does:
+    an instance placed at 10 s and ready at 12 s serving a decoding request may move from 14 s on."""
+    from types import SimpleNamespace
+
+    from live.controller import Controller
+
+    request = SimpleNamespace(accepted=True, closed=False)
+    inst = SimpleNamespace(phase="ready", migration_failed=False, moves_in=0, active=1, running={7: request},
+                           placed_s=10.0, ready_s=12.0)
+    for now_s, movable in ((12.5, False), (13.999, False), (14.0, True), (20.0, True)):
+        controller = SimpleNamespace(recorder=SimpleNamespace(now_s=lambda t=now_s: t))
+        assert Controller._movable(controller, inst) is movable, now_s
+    inst.ready_s = None  # still loading: never offered
+    assert Controller._movable(SimpleNamespace(recorder=SimpleNamespace(now_s=lambda: 99.0)), inst) is False
