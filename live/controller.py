@@ -55,7 +55,7 @@ from sllmsim.catalog import model_depth
 from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy, surplus_idle
-from sllmsim.core.migration import MigrationMove
+from sllmsim.core.migration import MigrationMove, movable_from_s
 from sllmsim.core.placement import PlacementOption, feasible_nodes, make_placement_policy, place
 from sllmsim.core.reclaim import with_idle_reclaimed
 from sllmsim.core.registration import Registrar, Registration, check_fits_cluster
@@ -690,10 +690,12 @@ class Controller:
         return out
 
     def _movable(self, inst: Instance) -> bool:
-        """Whether a migration may move ``inst``: it serves requests that are all decoding, and no move
-        of it is under way or has failed."""
+        """Whether a migration may move ``inst``: it serves requests that are all decoding, no move
+        of it is under way or has failed, and it has passed the core's thrash guard (as in the
+        simulator: it has served for as long as it took to start)."""
         if (inst.phase != "ready" or inst.migration_failed or inst.moves_in or inst.active == 0
-                or len(inst.running) != inst.active):
+                or len(inst.running) != inst.active or inst.ready_s is None
+                or self.recorder.now_s() < movable_from_s(inst.placed_s, inst.ready_s)):
             return False
         return all(r.accepted and not r.closed for r in inst.running.values())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 
 import pytest
 
@@ -44,13 +45,30 @@ def _configs(tiny_model_factory, second_targets: list[str] | None = None) -> tup
     return long, second
 
 
-def _stream_with_arrival(client: openai.OpenAI, arrival, after_chunks: int = 3) -> str:
-    """Stream a long greedy chat completion; once ``after_chunks`` chunks with text arrived, run
-    ``arrival()`` in a thread. Returns the streamed text (after the arrival has finished)."""
+def _wait_past_thrash_guard(http: httpx.Client) -> None:
+    """Wait until the instance serving the stream may be moved: the core's thrash guard
+    (``sllmsim.core.migration.movable_from_s``) lets an instance move once it has served for as long
+    as it took to start. It is ready already (the stream has text), so waiting its start time is enough."""
+    phases = [p for p in http.get("/records").json()["phases"] if p["model"] == "long"]
+    latest = max(phases, key=lambda p: p["start_s"])["instance_id"]
+    own = [p for p in phases if p["instance_id"] == latest]
+    ready_s = max(p["end_s"] for p in own if p["phase"] in ("downloading", "loading_to_host", "loading_to_gpu"))
+    time.sleep(ready_s - min(p["start_s"] for p in own) + GUARD_MARGIN_S)
+
+
+#: Beyond the guard's time: the recorded phase ends and the controller's ready time differ by a few ms.
+GUARD_MARGIN_S = 0.05
+
+
+def _stream_with_arrival(client: openai.OpenAI, arrival, http: httpx.Client, after_chunks: int = 3) -> str:
+    """Stream a long greedy chat completion; once ``after_chunks`` chunks with text arrived and the
+    serving instance is past the thrash guard, run ``arrival()`` in a thread. Returns the streamed
+    text (after the arrival has finished)."""
     text, chunks, thread, failure = "", 0, None, []
 
     def arrive():
         try:
+            _wait_past_thrash_guard(http)
             arrival()
         except BaseException as exc:  # re-raised in the test's thread
             failure.append(exc)
@@ -103,7 +121,7 @@ def test_a_streaming_generation_migrates_mid_stream_and_the_client_sees_the_same
         def second_arrives():
             replies.append(client.chat.completions.create(model="second", messages=MESSAGES, max_tokens=4))
 
-        got = _stream_with_arrival(client, second_arrives)
+        got = _stream_with_arrival(client, second_arrives, http)
         assert got == want
         assert replies and replies[0].choices[0].message.content is not None
 
@@ -169,7 +187,7 @@ def test_a_failed_move_leaves_the_request_on_its_source_and_the_new_model_waits(
         def second_arrives():
             replies.append(client.chat.completions.create(model="second", messages=MESSAGES, max_tokens=4))
 
-        got = _stream_with_arrival(client, second_arrives)
+        got = _stream_with_arrival(client, second_arrives, http)
         assert got == want and replies
 
         records = http.get("/records").json()
@@ -223,7 +241,7 @@ def test_an_instance_serving_two_streams_moves_both(tmp_path, tiny_model_factory
         def second_arrives():
             client.chat.completions.create(model="second", messages=MESSAGES, max_tokens=4)
 
-        got = _stream_with_arrival(client, second_arrives)
+        got = _stream_with_arrival(client, second_arrives, http)
         other.join(timeout=120)
         assert got == want and other_text == [want]
 
@@ -240,3 +258,20 @@ def test_an_instance_serving_two_streams_moves_both(tmp_path, tiny_model_factory
         assert second_started >= source_released
         busy = [s["value"] for s in records["timeseries"] if s["metric"] == "gpus_busy"]
         assert max(busy) == 1
+
+
+def test_live_offers_an_instance_for_a_move_only_past_the_cores_thrash_guard():
+    """The controller's move filter applies ``core.migration.movable_from_s`` as the simulator does:
+    an instance placed at 10 s and ready at 12 s serving a decoding request may move from 14 s on."""
+    from types import SimpleNamespace
+
+    from live.controller import Controller
+
+    request = SimpleNamespace(accepted=True, closed=False)
+    inst = SimpleNamespace(phase="ready", migration_failed=False, moves_in=0, active=1, running={7: request},
+                           placed_s=10.0, ready_s=12.0)
+    for now_s, movable in ((12.5, False), (13.999, False), (14.0, True), (20.0, True)):
+        controller = SimpleNamespace(recorder=SimpleNamespace(now_s=lambda t=now_s: t))
+        assert Controller._movable(controller, inst) is movable, now_s
+    inst.ready_s = None  # still loading: never offered
+    assert Controller._movable(SimpleNamespace(recorder=SimpleNamespace(now_s=lambda: 99.0)), inst) is False
