@@ -13,20 +13,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("httpx")
 
 from sllmsim.cli import main  # noqa: E402
+from test_commands import _NODE, _deploy  # noqa: E402  (the tiny CPU cluster of the validate tests)
 
 pytestmark = pytest.mark.slow
-
-_NODE = {"host_size": "1GB", "host_bandwidth": "1GB/s", "disk_size": "2GB", "disk_bandwidth": "1GB/s",
-         "network_bandwidth": "1Gbps", "num_gpus": 1, "gpu": "CPU", "load_overhead_s": 0.1,
-         "gpu_memory_bandwidth": "1GB/s", "gpu_flops": 1e10}
-
-
-def _deploy(model: str, local_disk: list[str]) -> dict:
-    return {"model": model, "backend": "transformers", "num_gpus": 1, "checkpoint_size": "1MB",
-            "auto_scaling_config": {"metric": "concurrency", "target": 1, "min_instances": 0, "max_instances": 1,
-                                    "keep_alive": 0.5},
-            "placement_config": {"local_disk": local_disk},
-            "backend_config": {"pretrained_model_name_or_path": model, "torch_dtype": "float32", "max_batch_size": 1}}
 
 
 def test_compare_policies_end_to_end(tmp_path: Path, capsys):
