@@ -60,9 +60,9 @@ def run(trace_path: Path, out_dir: Path | None, seed: int | None, placement: str
 
     from sllmsim.config.trace import load_trace
     from sllmsim.core.placement import logger as scheduler_logger
+    from sllmsim.core.registry import resolve
     from sllmsim.errors import ConfigError, SllmsimError
     from sllmsim.output import default_run_dir, print_summary, write_run_folder
-    from sllmsim.registry import resolve
     from sllmsim.sim import simulate
 
     trace = load_trace(trace_path)

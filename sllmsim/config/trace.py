@@ -311,7 +311,7 @@ def check_trace(trace: TraceConfig) -> None:
     """Cross-field checks, also run by the engine on traces built with :func:`dataclasses.replace`:
     policy names resolve, storage fits every node's disk and host memory, request models exist,
     models that may meet per-layer fixed costs have a known depth."""
-    from sllmsim.registry import resolve
+    from sllmsim.core.registry import resolve
 
     for kind, name in (("placement", trace.scheduler.placement), ("autoscale", trace.scheduler.autoscale)):
         try:

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 from sllmsim.config.deploy import AutoScalingConfig
-from sllmsim.registry import register, resolve
+from sllmsim.core.registry import register, resolve
 
 
 # The three value types below are immutable named tuples, not frozen dataclasses: a runtime builds

@@ -21,9 +21,9 @@ from sllmsim.core.estimate import startup_estimate_s
 from sllmsim.core.migration import MigrationPlan, plan_migration
 from sllmsim.core.preemption import PreemptionPlan, choose_preemption_victims
 from sllmsim.core.reclaim import choose_idle_to_reclaim, with_idle_reclaimed
+from sllmsim.core.registry import register, resolve
 from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier, node_sort_key
 from sllmsim.errors import ConfigError
-from sllmsim.registry import register, resolve
 
 logger = logging.getLogger("sllmsim.scheduler")
 

@@ -21,8 +21,8 @@ other decision against the package's own ``schedule()``. Live migration (the ref
 from __future__ import annotations
 
 from sllmsim.core.placement import PlacementOption, PlacementPolicy
+from sllmsim.core.registry import register
 from sllmsim.core.snapshot import ClusterView, ModelView, Tier
-from sllmsim.registry import register
 
 
 def _reference_order(option: PlacementOption) -> tuple[float, str]:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sllmsim.core.registry import UnknownPolicyError
 from sllmsim.errors import ConfigError
 from sllmsim.fidelity.join import rank_requests
-from sllmsim.registry import UnknownPolicyError
 
 #: The target on the predicted relative difference: within this many percentage points of the measured.
 GAP_TARGET_PP = 5.0
@@ -34,7 +34,7 @@ TIE_TOLERANCE = 1e-9
 
 def parse_policies(value: str) -> list[str]:
     """``"storage_aware,random"`` → ``["storage_aware", "random"]``; two or more distinct registered names."""
-    from sllmsim.registry import resolve
+    from sllmsim.core.registry import resolve
 
     names = [p.strip() for p in value.split(",") if p.strip()]
     if len(names) < 2 or len(set(names)) != len(names):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 
 import pytest
+from repo_paths import REPO
 
 from sllmsim.core import ClusterView, ModelView, NodeView, Tier, make_placement_policy, place
-from sllmsim.registry import UnknownPolicyError, names
+from sllmsim.core.registry import UnknownPolicyError, names
 
 GiB = 1024**3
 
@@ -104,6 +108,18 @@ def test_registry_lists_builtins_and_suggests_on_typo():
     assert {"storage_aware", "first_fit", "random", "round_robin"} <= set(names("placement"))
     with pytest.raises(UnknownPolicyError, match="did you mean 'storage_aware'"):
         make_placement_policy("storage_awre")
+
+
+def test_registry_alone_sees_every_builtin_policy():
+    # A fresh interpreter that imports only the registry: the core package's __init__ must have
+    # registered the built-ins, including serverlessllm, which nothing else in the chain imports.
+    code = ("import json; from sllmsim.core.registry import names, resolve; "
+            "print(json.dumps([names('placement'), names('autoscale'), resolve('placement', 'serverlessllm').__name__]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    placement, autoscale, cls = json.loads(out.stdout)
+    assert {"storage_aware", "serverlessllm", "shepherd", "first_fit", "random", "round_robin"} <= set(placement)
+    assert autoscale == ["concurrency"]
+    assert cls == "ServerlessLLMPlacement"
 
 
 def test_registry_imports_module_colon_class():

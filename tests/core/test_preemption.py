@@ -10,9 +10,9 @@ import pytest
 
 from sllmsim.core import ClusterView, ModelView, NodeView, make_placement_policy, place
 from sllmsim.core.preemption import choose_preemption_victims
+from sllmsim.core.registry import names
 from sllmsim.core.snapshot import RunningInstanceView
 from sllmsim.errors import ConfigError
-from sllmsim.registry import names
 
 GiB = 1024**3
 PCIE_BW = 24 * GiB

@@ -18,8 +18,8 @@ import pytest
 from reference_sllm import run_reference, skip_unless_reference
 
 from sllmsim.core import ClusterView, ModelView, NodeView, Tier, make_placement_policy, place
+from sllmsim.core.registry import names
 from sllmsim.errors import ConfigError
-from sllmsim.registry import names
 
 GiB = 1024**3
 SNAPSHOTS = 1500

@@ -2,6 +2,12 @@
 
 A policy is one class plus ``@register(kind, name)``. A ``"package.module:Name"`` string imports a
 policy class from outside the package, the way vLLM resolves a scheduler class.
+
+The built-in policies register themselves when their modules are imported, and
+``sllmsim/core/__init__.py`` imports them all. Python runs a package's ``__init__`` before any of its
+submodules, so whoever imports this module has the built-ins registered by the time they call
+:func:`names` or :func:`resolve`, and this module needs no import of the policy modules (which
+import it): no cycle.
 """
 
 from __future__ import annotations
@@ -35,13 +41,11 @@ def register(kind: str, name: str) -> Callable[[type], type]:
 
 def names(kind: str) -> list[str]:
     """Registered names of one kind, sorted."""
-    _load_builtins()
     return sorted(_REGISTRY.get(kind, {}))
 
 
 def resolve(kind: str, name: str) -> type:
     """The class registered as ``name`` of ``kind``, or imported from ``"module:Class"``."""
-    _load_builtins()
     table = _REGISTRY.get(kind, {})
     if name in table:
         return table[name]
@@ -60,9 +64,3 @@ def resolve(kind: str, name: str) -> type:
         f"unknown {kind} policy {name!r}{hint} (known: {', '.join(sorted(table))}; or give 'module:Class')"
     )
 
-
-def _load_builtins() -> None:
-    # Importing the policy modules runs their @register decorators.
-    importlib.import_module("sllmsim.core.placement")
-    importlib.import_module("sllmsim.core.serverlessllm")
-    importlib.import_module("sllmsim.core.autoscale")
