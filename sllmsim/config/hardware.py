@@ -107,6 +107,29 @@ class NodeSpec:
         return self.pcie_bandwidth_bytes_per_s or self.host_bandwidth_bytes_per_s
 
 
+def node_to_dict(node: NodeSpec) -> dict:
+    """A node's resolved settings in bytes and bytes/s (what the run folder's resolved config shows)."""
+    out = {
+        "host_size_bytes": node.host_size_bytes,
+        "host_bandwidth_bytes_per_s": node.host_bandwidth_bytes_per_s,
+        "disk_size_bytes": node.disk_size_bytes,
+        "disk_bandwidth_bytes_per_s": node.disk_bandwidth_bytes_per_s,
+        "network_bandwidth_bytes_per_s": node.network_bandwidth_bytes_per_s,
+        "num_gpus": node.num_gpus,
+        "gpu": node.gpu.name,
+        "gpu_memory_bytes": node.gpu.memory_bytes,
+        "gpu_memory_bandwidth_bytes_per_s": node.gpu.memory_bandwidth_bytes_per_s,
+        "gpu_flops_per_s": node.gpu.fp16_flops_per_s,
+        "host_to_gpu_bytes_per_s": node.host_to_gpu_bytes_per_s,
+        "load_overhead_s": node.load_overhead_s,
+        "forward_overhead_s": node.forward_overhead_s,
+        "request_overhead_s": node.request_overhead_s,
+        "forward_overhead_per_layer_s": node.forward_overhead_per_layer_s,
+        "load_overhead_per_layer_s": node.load_overhead_per_layer_s,
+    }
+    return out
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """All nodes of a hardware JSON, in the file's order."""

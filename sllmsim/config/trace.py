@@ -42,8 +42,9 @@ import yaml
 
 from sllmsim import catalog
 from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, load_deploy_config, parse_deploy_config
-from sllmsim.config.hardware import ClusterSpec, NodeSpec, load_hardware, parse_hardware
+from sllmsim.config.hardware import ClusterSpec, load_hardware, node_to_dict, parse_hardware
 from sllmsim.errors import ConfigError, SllmsimError, check_keys
+from sllmsim.traces.request_arrays import RequestArrays
 
 _TOP_KEYS = ("name", "description", "hardware", "models", "scheduler", "seed", "storage", "requests",
              "requests_csv", "workloads", "simulation")
@@ -104,56 +105,6 @@ class SimulationOptions:
     those that arrived earlier and are unfinished then fail with the reason. ``None`` runs to the end."""
     scheduler_log_limit: int = 1000
     """Scheduler log lines kept (and emitted) per run; placement logging stops after that many."""
-
-
-@dataclass(frozen=True, eq=False)
-class RequestArrays:
-    """A request stream as parallel arrays, sorted by time (the canonical columns)."""
-
-    time_s: np.ndarray
-    """float64 arrival times in seconds."""
-    model: np.ndarray
-    """object array of model names."""
-    input_tokens: np.ndarray
-    output_tokens: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.time_s)
-
-    @classmethod
-    def empty(cls) -> RequestArrays:
-        return cls(np.empty(0), np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
-
-    @classmethod
-    def from_frame(cls, df: pd.DataFrame) -> RequestArrays:
-        """From a canonical DataFrame (columns time, model, input_tokens, output_tokens)."""
-        return cls(
-            df["time"].to_numpy(dtype=np.float64),
-            df["model"].to_numpy(dtype=object),
-            df["input_tokens"].to_numpy(dtype=np.int64),
-            df["output_tokens"].to_numpy(dtype=np.int64),
-        )
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"time": self.time_s, "model": self.model, "input_tokens": self.input_tokens,
-                             "output_tokens": self.output_tokens})
-
-    @staticmethod
-    def concat(parts: list[RequestArrays]) -> RequestArrays:
-        """Merge streams into one sorted by time; ties keep the order of ``parts`` (a stable sort)."""
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return RequestArrays.empty()
-        if len(parts) == 1:
-            return parts[0]
-        time_s = np.concatenate([p.time_s for p in parts])
-        order = np.argsort(time_s, kind="stable")
-        return RequestArrays(
-            time_s[order],
-            np.concatenate([p.model for p in parts])[order],
-            np.concatenate([p.input_tokens for p in parts])[order],
-            np.concatenate([p.output_tokens for p in parts])[order],
-        )
 
 
 @dataclass(frozen=True)
@@ -553,29 +504,6 @@ def _generate(trace: TraceConfig) -> RequestArrays:
 
 
 # --------------------------------------------------------------------------------------------- resolving
-
-
-def node_to_dict(node: NodeSpec) -> dict:
-    """A node's resolved settings in bytes and bytes/s (what the run folder's resolved config shows)."""
-    out = {
-        "host_size_bytes": node.host_size_bytes,
-        "host_bandwidth_bytes_per_s": node.host_bandwidth_bytes_per_s,
-        "disk_size_bytes": node.disk_size_bytes,
-        "disk_bandwidth_bytes_per_s": node.disk_bandwidth_bytes_per_s,
-        "network_bandwidth_bytes_per_s": node.network_bandwidth_bytes_per_s,
-        "num_gpus": node.num_gpus,
-        "gpu": node.gpu.name,
-        "gpu_memory_bytes": node.gpu.memory_bytes,
-        "gpu_memory_bandwidth_bytes_per_s": node.gpu.memory_bandwidth_bytes_per_s,
-        "gpu_flops_per_s": node.gpu.fp16_flops_per_s,
-        "host_to_gpu_bytes_per_s": node.host_to_gpu_bytes_per_s,
-        "load_overhead_s": node.load_overhead_s,
-        "forward_overhead_s": node.forward_overhead_s,
-        "request_overhead_s": node.request_overhead_s,
-        "forward_overhead_per_layer_s": node.forward_overhead_per_layer_s,
-        "load_overhead_per_layer_s": node.load_overhead_per_layer_s,
-    }
-    return out
 
 
 def trace_to_dict(trace: TraceConfig) -> dict:

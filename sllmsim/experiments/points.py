@@ -72,7 +72,8 @@ def build_trace(inputs: PointInputs, base_dir: str | Path, draw: bool = True):
 
     ``draw=False`` validates the trace without running the request converter (a quick check).
     """
-    from sllmsim.config.trace import RequestArrays, check_trace, parse_trace
+    from sllmsim.config.trace import check_trace, parse_trace
+    from sllmsim.traces.request_arrays import RequestArrays
 
     raw = dict(inputs.trace)
     if inputs.requests is not None:

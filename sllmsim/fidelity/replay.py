@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sllmsim.config.trace import RequestArrays
 from sllmsim.errors import SllmsimError
+from sllmsim.traces.request_arrays import RequestArrays
 
 #: Words of the prompts: common words of the tiny models' tokenizer corpus, mostly one token each.
 PROMPT_WORDS = ("the model server request token memory disk network load cache node cluster latency storage "

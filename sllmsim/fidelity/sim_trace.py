@@ -18,9 +18,10 @@ import yaml
 
 from sllmsim.catalog import config_num_layers
 from sllmsim.config.deploy import deploy_config_to_dict
-from sllmsim.config.trace import RequestArrays, TraceConfig, parse_trace
+from sllmsim.config.trace import TraceConfig, parse_trace
 from sllmsim.errors import ConfigError
 from sllmsim.fidelity.join import rank_requests
+from sllmsim.traces.request_arrays import RequestArrays
 
 
 def realized_requests(planned: RequestArrays, live_requests: pd.DataFrame) -> pd.DataFrame:

@@ -15,9 +15,9 @@ from sllmsim.fidelity.accuracy import ape, error_table, signed_error
 from sllmsim.fidelity.join import join_loads, join_requests, loads_table
 from sllmsim.fidelity.report import compare_runs
 from sllmsim.fidelity.sim_trace import realized_requests
-from sllmsim.config.trace import RequestArrays
 from sllmsim.metrics import phases_frame, requests_frame
 from sllmsim.records import PhaseRecord, RequestRecord, RunResult
+from sllmsim.traces.request_arrays import RequestArrays
 
 
 def _run(mode: str, scale_latency: float = 1.0, scale_load: float = 1.0, ids: str = "{m}-{k}",
