@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from repo_paths import TRACES
-from sllmsim.config.deploy import deploy_config_to_dict, load_deploy_config, parse_deploy_config
+from sllmsim.config.deploy import (
+    BackendConfig,
+    DeployConfig,
+    deploy_config_to_dict,
+    load_deploy_config,
+    parse_deploy_config,
+)
 from sllmsim.config.hardware import load_hardware, parse_hardware
 from sllmsim.errors import ConfigError
 
@@ -24,6 +30,17 @@ def test_reference_defaults():
     assert (asc.target, asc.min_instances, asc.max_instances, asc.keep_alive) == (1, 0, 10, 0.0)
     assert cfg.num_gpus == 1 and cfg.backend == "transformers"
     assert cfg.backend_config.pretrained_model_name_or_path == "m"
+
+
+def test_the_parser_takes_every_default_from_the_dataclasses():
+    # A config that gives only the model must equal the dataclasses built with their own defaults:
+    # a default restated in the parser that drifted from its dataclass would show here.
+    source = "<defaults>"
+    assert parse_deploy_config({"model": "m"}, source) == DeployConfig(
+        model="m", backend_config=BackendConfig(pretrained_model_name_or_path="m"), source=source)
+    # Empty sections too (each key absent inside its section).
+    raw = {"model": "m", "auto_scaling_config": {}, "placement_config": {}, "backend_config": {}}
+    assert parse_deploy_config(raw, source) == parse_deploy_config({"model": "m"}, source)
 
 
 def test_round_trip_through_dict():

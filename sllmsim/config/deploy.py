@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,18 @@ _TOP_KEYS = ("model", "backend", "num_gpus", "auto_scaling_config", "placement_c
 _BACKEND_KNOWN = ("pretrained_model_name_or_path", "torch_dtype", "device_map", "max_batch_size")
 
 
+def _default(cls: type, name: str) -> Any:
+    """The default that dataclass ``cls`` declares for field ``name``: each deploy default is written
+    once, on its dataclass, and the parser reads it from there."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
 def _int(raw: dict, key: str, default: int, source: str, field_name: str, minimum: int) -> int:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -123,17 +135,17 @@ def parse_deploy_config(raw: Any, source: str = "<inline deploy config>") -> Dep
     model = raw.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(source, "model", f"expected a non-empty model name, got {model!r}")
-    backend = raw.get("backend", "transformers")
+    backend = raw.get("backend", _default(DeployConfig, "backend"))
     if backend not in BACKENDS:
         raise ConfigError(source, "backend", f"expected one of {', '.join(BACKENDS)}, got {backend!r}")
 
     asc = _mapping(raw, "auto_scaling_config", source)
     check_keys(asc, ("metric", "target", "min_instances", "max_instances", "keep_alive"), source,
                "auto_scaling_config.")
-    metric = asc.get("metric", "concurrency")
+    defaults = AutoScalingConfig()
+    metric = asc.get("metric", defaults.metric)
     if metric != "concurrency":
         raise ConfigError(source, "auto_scaling_config.metric", f"only 'concurrency' is supported, got {metric!r}")
-    defaults = AutoScalingConfig()
     min_i = _int(asc, "min_instances", defaults.min_instances, source, "auto_scaling_config.min_instances", 0)
     max_i = _int(asc, "max_instances", defaults.max_instances, source, "auto_scaling_config.max_instances", 1)
     if min_i > max_i:
@@ -158,12 +170,13 @@ def parse_deploy_config(raw: Any, source: str = "<inline deploy config>") -> Dep
         raise ConfigError(source, "placement_config.host_memory",
                           "host_memory is another name for memory_pool; give only one of them")
     pool_key = "memory_pool" if "memory_pool" in pc else "host_memory"
-    target_nodes = pc.get("target_nodes")
-    local_disk = pc.get("local_disk")
+    pc_defaults = PlacementConfig()
+    target_nodes = pc.get("target_nodes", pc_defaults.target_nodes)
+    local_disk = pc.get("local_disk", pc_defaults.local_disk)
     placement = PlacementConfig(
         target_nodes=None if target_nodes is None else _node_list(target_nodes, source, "placement_config.target_nodes"),
         local_disk=None if local_disk is None else _node_list(local_disk, source, "placement_config.local_disk"),
-        host_memory=_node_list(pc.get(pool_key, []), source, f"placement_config.{pool_key}"),
+        host_memory=_node_list(pc.get(pool_key, list(pc_defaults.host_memory)), source, f"placement_config.{pool_key}"),
     )
     if placement.target_nodes is not None and not placement.target_nodes:
         raise ConfigError(source, "placement_config.target_nodes", "expected at least one node id (or omit the key)")
@@ -172,14 +185,15 @@ def parse_deploy_config(raw: Any, source: str = "<inline deploy config>") -> Dep
     path = bc.get("pretrained_model_name_or_path", model)
     if not isinstance(path, str) or not path:
         raise ConfigError(source, "backend_config.pretrained_model_name_or_path", f"expected a string, got {path!r}")
-    dtype = bc.get("torch_dtype", "float16")
+    dtype = bc.get("torch_dtype", _default(BackendConfig, "torch_dtype"))
     if dtype not in DTYPE_BYTES:
         raise ConfigError(source, "backend_config.torch_dtype", f"expected one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")
     backend_config = BackendConfig(
         pretrained_model_name_or_path=path,
         torch_dtype=dtype,
-        device_map=str(bc.get("device_map", "auto")),
-        max_batch_size=_int(bc, "max_batch_size", 8, source, "backend_config.max_batch_size", 1),
+        device_map=str(bc.get("device_map", _default(BackendConfig, "device_map"))),
+        max_batch_size=_int(bc, "max_batch_size", _default(BackendConfig, "max_batch_size"), source,
+                            "backend_config.max_batch_size", 1),
         extra=tuple(sorted((k, v) for k, v in bc.items() if k not in _BACKEND_KNOWN)),
     )
 
@@ -197,7 +211,7 @@ def parse_deploy_config(raw: Any, source: str = "<inline deploy config>") -> Dep
     return DeployConfig(
         model=model,
         backend=backend,
-        num_gpus=_int(raw, "num_gpus", 1, source, "num_gpus", 1),
+        num_gpus=_int(raw, "num_gpus", _default(DeployConfig, "num_gpus"), source, "num_gpus", 1),
         auto_scaling_config=autoscaling,
         placement_config=placement,
         backend_config=backend_config,

@@ -244,7 +244,7 @@ def parse_trace(raw: Any, base_dir: Path | str = ".", source: str = "<inline tra
         name=name.strip(),
         cluster=cluster,
         models=models,
-        scheduler=_parse_scheduler(raw.get("scheduler", "storage_aware"), source),
+        scheduler=_parse_scheduler(raw.get("scheduler", {}), source),  # absent: SchedulerSettings' defaults
         seed=seed,
         storage=_parse_storage(raw.get("storage", {}), model_names, cluster, source),
         explicit_requests=RequestArrays.concat(parts),

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sllmsim.config.trace import SchedulerSettings
 from sllmsim.errors import ConfigError, check_keys
 from sllmsim.metrics import SCALAR_KEYS
 
@@ -106,7 +107,7 @@ def _every_model(section: str, key: str) -> Callable[[PointInputs, Any], None]:
 
 
 def _scheduler(inputs: PointInputs, value: Any) -> None:
-    current = inputs.trace.get("scheduler", "storage_aware")
+    current = inputs.trace.get("scheduler", SchedulerSettings().placement)
     if isinstance(current, Mapping):
         inputs.trace["scheduler"] = {**current, "placement": value}
     else:
@@ -115,7 +116,7 @@ def _scheduler(inputs: PointInputs, value: Any) -> None:
 
 def _scheduler_flag(flag: str) -> Callable[[PointInputs, Any], None]:
     def apply(inputs: PointInputs, value: Any) -> None:
-        current = inputs.trace.get("scheduler", "storage_aware")
+        current = inputs.trace.get("scheduler", SchedulerSettings().placement)
         settings = dict(current) if isinstance(current, Mapping) else {"placement": current}
         inputs.trace["scheduler"] = {**settings, flag: value}
     return apply
