@@ -27,22 +27,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from live.host_cache import HostCache
 from live.loader import CheckpointError, allocate_host_buffer, build_model, read_checkpoint, to_device
-from live.store import (
+from live.checkpoint_format import (
     MANIFEST,
     InvalidModelNameError,
     StorageFullError,
     StoreError,
-    StoreRegistry,
-    _under,
     copy_checkpoint,
     install_folder,
     manifest_bytes,
+    model_folder,
     read_manifest,
     remove_empty_parents,
 )
@@ -109,6 +108,29 @@ def _dtype(value: str | torch.dtype | None) -> torch.dtype | None:
     return dtype
 
 
+class CheckpointSources(Protocol):
+    """What a node's storage needs of the store it belongs to (:class:`live.store.StoreRegistry`).
+
+    A protocol rather than an import: the store builds and holds the nodes' storages, so importing it
+    here would make the two modules import each other.
+    """
+
+    def attach(self, storage: NodeStorage) -> None:
+        """Take ``storage`` as the storage of its node."""
+
+    def import_path(self, model: str) -> Path:
+        """The folder of ``model`` in the import area."""
+
+    def model_bytes(self, model: str) -> int:
+        """The checkpoint bytes of ``model`` as stored (0 when it is nowhere in the store)."""
+
+    def model_layers(self, model: str) -> int | None:
+        """The layers of ``model`` as its stored ``config.json`` declares (None when unknown)."""
+
+    def network_source(self, model: str, exclude: str | None = None) -> tuple[Path, Callable[[], None]]:
+        """A complete copy of ``model`` to download from, and a function to call when done with it."""
+
+
 class NodeStorage:
     """The disk, host-memory cache and device of one node; thread-safe.
 
@@ -117,7 +139,7 @@ class NodeStorage:
     download source) are pinned and never evicted.
     """
 
-    def __init__(self, node: NodeSpec, root: Path, device: str, registry: StoreRegistry):
+    def __init__(self, node: NodeSpec, root: Path, device: str, registry: CheckpointSources):
         if not node.node_id or "/" in node.node_id or "\\" in node.node_id or node.node_id.startswith((".", "_")):
             raise InvalidModelNameError(
                 f"node id {node.node_id!r} cannot name a storage folder (no '/', not starting with '.' or '_')")
@@ -192,7 +214,7 @@ class NodeStorage:
                        for p in self._pending.values())
 
     def model_dir(self, model: str) -> Path:
-        return _under(self.models_dir, model)
+        return model_folder(self.models_dir, model)
 
     def _estimate_s(self, model: str) -> float:
         # The core's own startup estimate, so the backlog is measured in the scheduler's terms.

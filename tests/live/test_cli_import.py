@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from live.store import ModelNotFoundError, StoreRegistry
+from live.checkpoint_format import ModelNotFoundError
+from live.store import StoreRegistry
 from sllmsim.cli import main
 
 

@@ -9,9 +9,10 @@ import time
 import pytest
 import torch
 
+from live.checkpoint_format import InvalidModelNameError, ModelNotFoundError, StorageFullError, StoreError
 from live.host_cache import HostCache
 from live.loader import HostCheckpoint, load_model
-from live.store import InvalidModelNameError, ModelNotFoundError, StorageFullError, StoreError, StoreRegistry
+from live.store import StoreRegistry
 from sllmsim.core import Tier
 from sllmsim.records import Phase
 

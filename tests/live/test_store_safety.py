@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from live.store import InvalidModelNameError
+from live.checkpoint_format import InvalidModelNameError
 
 
 @pytest.mark.parametrize("first, second", [("a", "a/b"), ("a/b", "a"), ("org/a", "org/a/b/c")])
@@ -119,7 +119,7 @@ def test_a_failed_state_write_changes_nothing(tmp_path, tiny_model_dir, monkeypa
 import os  # noqa: E402
 import shutil  # noqa: E402
 
-from live.store import MANIFEST, CorruptCopyError, StoreError  # noqa: E402
+from live.checkpoint_format import MANIFEST, CorruptCopyError, StoreError  # noqa: E402
 
 
 def _folder_copy(tiny_model_dir, tmp_path):
