@@ -93,7 +93,8 @@ def import_graph(root: Path, packages: Iterable[str] = PACKAGES) -> nx.DiGraph:
     graph = nx.DiGraph()
     graph.add_nodes_from(modules)
     for name, path in modules.items():
-        graph.add_edges_from((name, target) for target in imports_of(name, path, modules))
+        # Sorted, so that the graph (and the loop printed for a cycle) does not vary with hash seeds.
+        graph.add_edges_from((name, target) for target in sorted(imports_of(name, path, modules)))
     return graph
 
 
@@ -107,8 +108,10 @@ def cycles(graph: nx.DiGraph) -> list[frozenset[str]]:
 
 def describe(graph: nx.DiGraph, group: frozenset[str]) -> str:
     """One line for a cycle group: its modules, and one loop through them (``a -> b -> a``)."""
-    loop = nx.find_cycle(graph.subgraph(group), source=min(group))  # from the first name: a stable line
-    path = " -> ".join([loop[0][0]] + [edge[1] for edge in loop])
+    loop = [edge[0] for edge in nx.find_cycle(graph.subgraph(group), source=min(group))]
+    start = loop.index(min(loop))  # begin at the loop's first name: the same line on every run
+    loop = loop[start:] + loop[:start]
+    path = " -> ".join(loop + loop[:1])
     return f"{len(group)} modules ({', '.join(sorted(group))}): {path}"
 
 
