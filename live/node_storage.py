@@ -31,8 +31,6 @@ from typing import Any, Protocol
 
 import torch
 
-from live.host_cache import HostCache
-from live.loader import CheckpointError, allocate_host_buffer, build_model, read_checkpoint, to_device
 from live.checkpoint_format import (
     MANIFEST,
     InvalidModelNameError,
@@ -45,6 +43,8 @@ from live.checkpoint_format import (
     read_manifest,
     remove_empty_parents,
 )
+from live.host_cache import HostCache
+from live.loader import CheckpointError, allocate_host_buffer, build_model, read_checkpoint, to_device
 from sllmsim.config.hardware import NodeSpec
 from sllmsim.core import ModelView, Tier, startup_estimate_s
 from sllmsim.core.views import node_view
