@@ -1,6 +1,6 @@
 """``sllmsim calibrate``: measure this machine and write a hardware JSON that the simulator and live mode read.
 
-The measurements live in :mod:`live.calibrate` (imported only when the command runs: they need torch).
+The measurements live in :mod:`live.calibration` (imported only when the command runs: they need torch).
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def calibrate(storage: Path, out: Path, models: tuple[Path, ...], repeats: int, 
 
     from rich.console import Console
 
-    from live.calibrate import calibrate as run_calibration
-    from live.calibrate import calibration_to_json
+    from live.calibration import calibrate as run_calibration
+    from live.calibration import calibration_to_json
 
     console = Console(stderr=True)
     with console.status("calibrating") as status:

@@ -86,9 +86,10 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     """Run TRACE live (real server, real loads) and simulated with HW, then report the errors."""
     from rich.console import Console
 
+    from live import live_run
     from sllmsim.config.hardware import load_hardware
     from sllmsim.config.trace import load_trace
-    from sllmsim.fidelity import live_run, sim_trace
+    from sllmsim.fidelity import sim_trace
     from sllmsim.fidelity.report import write_report
     from sllmsim.sim import simulate
 
@@ -153,7 +154,7 @@ def _run_live(trace, cluster, out: Path, storage: Path | None, models_dir: Path,
               devices: str | None, threads: int | None, page_cache: str, console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sllmsim.fidelity import live_run
+    from live import live_run
 
     node_devices = None
     if devices:

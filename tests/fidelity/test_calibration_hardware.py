@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from live.calibrate import Calibration, Measurement, ModelProfile  # noqa: E402
+from live.calibration import Calibration, Measurement, ModelProfile  # noqa: E402
 from sllmsim.config.hardware import parse_hardware  # noqa: E402
 
 _MiB = 1024**2
@@ -48,7 +48,7 @@ def test_hardware_json_carries_the_fitted_constants():
 def test_served_loads_set_the_fixed_load_cost():
     # Construction alone fits 18 ms + 3.6 ms per layer; loads through the server of a 2-layer model cost
     # 30 ms beyond the copy, so the written fixed cost is 30 − 2 × 3.6 ms and the per-layer part stays.
-    from live.calibrate import ServingProfile
+    from live.calibration import ServingProfile
 
     models = [_profile(3, 2), _profile(10, 12), _profile(42, 6), _profile(39, 2), _profile(230, 8)]
     serving = ServingProfile(name="m3x2", weights_bytes=3 * _MiB, ttft_s=_m(0.01), modelled_prefill_s=(0.008,),

@@ -16,7 +16,7 @@ pytest.importorskip("httpx")
 from sllmsim.cli import main  # noqa: E402
 from sllmsim.config.hardware import load_hardware  # noqa: E402
 from sllmsim.config.trace import load_trace  # noqa: E402
-from sllmsim.fidelity.live_run import live_deploy_configs, load_recipes  # noqa: E402
+from live.live_run import live_deploy_configs, load_recipes  # noqa: E402
 from sllmsim.errors import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.slow
