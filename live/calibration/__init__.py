@@ -39,6 +39,12 @@ the spread is reported next to the median:
   (:func:`live.server.create_app`, over HTTP, in this process): warm requests' time to first token
   as the server records it, minus the prefill the fit prices → ``request_overhead_s`` (median).
   The decode steps seen through the server are reported next to the fit's.
+* **decode steps against batch size** — every model served by live mode's server with 1, 2, 4 and
+  8 requests sent together (its engine runs one forward pass per step for all of them,
+  :mod:`live.batching`): the step beyond the same model's step alone and beyond the roofline's own
+  batch term is fitted with ``(k − 1) · (decode_overhead_per_sequence_s + L ·
+  decode_overhead_per_sequence_per_layer_s)`` (:mod:`sllmsim.fidelity.batch_fit`,
+  :mod:`~live.calibration.batch_sweep`).
 * **small checkpoints** — a whole model folder's disk read and throttled download beyond
   ``size / bandwidth`` (file opens and creations; reported only).
 
@@ -49,9 +55,10 @@ sample, written by :func:`calibration_to_json`.
 The package, by concern: :mod:`~live.calibration.recipes` (random-weight probe models),
 :mod:`~live.calibration.probes` (storage and copy bandwidths), :mod:`~live.calibration.profiles`
 (each model loaded and timed), :mod:`~live.calibration.serving` (the same models through live mode's
-server), :mod:`~live.calibration.results` (what was measured, the hardware JSON and the sidecar) and
+server), :mod:`~live.calibration.batch_sweep` (their decode steps against batch size),
+:mod:`~live.calibration.results` (what was measured, the hardware JSON and the sidecar) and
 :mod:`~live.calibration.run` (the whole calibration, in order). The fits themselves are pure analysis
-and live in :mod:`sllmsim.fidelity.pass_fit`.
+and live in :mod:`sllmsim.fidelity.pass_fit` and :mod:`sllmsim.fidelity.batch_fit`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from sllmsim.config.hardware import GPU_TYPES
+from sllmsim.fidelity.batch_fit import BatchFit, BatchPoint, fit_batch_steps
 from sllmsim.fidelity.pass_fit import LoadFit, PassFit, fit_construction, fit_forward_passes
 from sllmsim.units import rate_text, size_text
 
@@ -122,6 +123,15 @@ class Calibration:
     """Warm requests through the real server (the source of ``request_overhead_s``)."""
     small_checkpoint: dict[str, Measurement] = field(default_factory=dict)
     """Fixed costs of reading and downloading a whole (small) model folder, reported only."""
+    batch_points: list[BatchPoint] = field(default_factory=list)
+    """Each model's decode step at each batch size of the sweep (:mod:`live.calibration.batch_sweep`)."""
+    batch_samples: list[Measurement] = field(default_factory=list)
+    """The samples behind :attr:`batch_points`."""
+
+    @property
+    def batch_fit(self) -> BatchFit | None:
+        """The per-extra-sequence decode cost fitted to the sweep (None when it did not run)."""
+        return fit_batch_steps(self.batch_points) if self.batch_points else None
 
     @property
     def fit(self) -> PassFit:
@@ -180,6 +190,11 @@ class Calibration:
             node["forward_overhead_per_layer_s"] = round(fit.forward_overhead_per_layer_s, 7)
         if self.request_overhead_s is not None:
             node["request_overhead_s"] = round(self.request_overhead_s, 5)
+        batch = self.batch_fit
+        if batch is not None:
+            node["decode_overhead_per_sequence_s"] = round(batch.decode_overhead_per_sequence_s, 7)
+            per_layer = batch.decode_overhead_per_sequence_per_layer_s
+            node["decode_overhead_per_sequence_per_layer_s"] = round(per_layer, 8)
         return {str(n): dict(node) for n in node_ids}
 
 
@@ -286,6 +301,12 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
                          "fixed cost for the model's layers)",
             "request_overhead_s": "median over warm requests served by live mode's server (serving) of time to "
                                   "first token minus the prefill the written constants price",
+            "decode_overhead_per_sequence_s": "fit over the batch sweep (batch_sweep.points): each model's decode "
+                                              "step with k requests together = its step alone + the roofline's own "
+                                              "growth + (k − 1) · (decode_overhead_per_sequence_s + layers · "
+                                              "decode_overhead_per_sequence_per_layer_s) (non-negative relative "
+                                              "least squares; see batch_sweep.fit.method)",
+            "decode_overhead_per_sequence_per_layer_s": "the same fit's per-layer coefficient",
             "warmup_s_not_modelled": cal.warmup_s if cal.models else None,
         },
         "measurements": [m.to_json() for m in cal.measurements.values()],
@@ -295,5 +316,16 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
         "roofline_check": roofline_check(cal) if fit else {},
         "serving": serving.to_json() if serving else None,
         "small_checkpoint": {k: m.to_json() for k, m in cal.small_checkpoint.items()},
+        "batch_sweep": _batch_sweep_json(cal),
         "notes": list(cal.notes),
     }
+
+
+def _batch_sweep_json(cal: Calibration) -> dict | None:
+    """The sweep's points with the fit's prediction for each, the fit and every sample."""
+    fit = cal.batch_fit
+    if fit is None:
+        return None
+    points = [{**pt.to_json(), "model_step_s": fit.step_s(pt), "error": fit.step_s(pt) / pt.step_s - 1.0}
+              for pt in cal.batch_points]
+    return {"fit": fit.to_json(), "points": points, "samples": [m.to_json() for m in cal.batch_samples]}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from live.calibration.batch_sweep import measure_batch_steps
 from live.calibration.probes import measure_bandwidths, small_checkpoint_costs, write_probe_checkpoint
 from live.calibration.profiles import profile_models
 from live.calibration.recipes import PROBE_MODELS, build_model_folder
@@ -126,6 +127,9 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
             if serving.request_overhead_s.median < 0:
                 notes.append(f"served requests reached their first token {-serving.request_overhead_s.median * 1e3:.1f}"
                              " ms before the modelled prefill: request_overhead_s is written as 0")
+            # Rounds: half the repeats (at least two): a burst of 8 on the largest probe takes seconds.
+            batch_points, batch_samples = measure_batch_steps(profiles, fit, device, work, max(2, (repeats + 1) // 2),
+                                                              gpu_type_for(device, _device_name(dev)), progress=say)
             say(f"small-checkpoint costs of {smallest.name}")
             small = small_checkpoint_costs(smallest, work, measured["disk_read_bytes_per_s"].median, network, repeats)
     finally:
@@ -135,7 +139,8 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
     return Calibration(device=str(dev), device_name=_device_name(dev), torch_threads=n_threads, measurements=measured,
                        models=profiles, network_bandwidth_bytes_per_s=network,
                        host_size_bytes=host_size_bytes or host_default, disk_size_bytes=disk_size_bytes or disk_default,
-                       notes=notes, load_average_1min=load_average, serving=serving, small_checkpoint=small)
+                       notes=notes, load_average_1min=load_average, serving=serving, small_checkpoint=small,
+                       batch_points=batch_points, batch_samples=batch_samples)
 
 
 def _device_name(dev: torch.device) -> str:

@@ -4,10 +4,11 @@ host memory."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from live.calibration.results import Measurement, ModelProfile, ServingProfile, sample
@@ -22,14 +23,12 @@ SERVING_MODEL = "calibrate-serving"
 LOADING_MODEL = "calibrate-loads"
 
 
-def _serve(models: dict[str, tuple[str, float]], rounds: Sequence[Sequence[str]], device: str, work: Path,
-           prompt_tokens: int, decode_tokens: int, gpu: str, room_bytes: int, pause_s: float = 0.0) -> dict:
+@contextlib.contextmanager
+def calibration_server(models: dict[str, tuple[str, float]], device: str, work: Path, gpu: str, room_bytes: int,
+                       max_batch_size: int = 1) -> Iterator[str]:
     """Live mode's server on one node (in this process, over HTTP) with ``models`` deployed (name → model
-    folder, keep-alive seconds), one GPU each; send one completion per name of each round, one after
-    the other (``pause_s`` after each), and return the server's records."""
-    import httpx
-
-    from live.replay import deploy, fetch_records, prompt_text
+    folder, keep-alive seconds), one GPU each and ``max_batch_size`` requests per instance; yields its URL."""
+    from live.replay import deploy
     from live.server import create_app, serve_in_thread
     from sllmsim.config.hardware import parse_hardware
 
@@ -45,23 +44,35 @@ def _serve(models: dict[str, tuple[str, float]], rounds: Sequence[Sequence[str]]
                 "placement_config": {"local_disk": ["0"]},
                 # "auto": the checkpoint's own dtype, as profiled.
                 "backend_config": {"pretrained_model_name_or_path": str(Path(path).resolve()), "torch_dtype": "auto",
-                                   "max_batch_size": 1}} for name, (path, keep_alive_s) in models.items()]
+                                   "max_batch_size": max_batch_size}} for name, (path, keep_alive_s) in models.items()]
     try:
         with serve_in_thread(app) as url:
             deploy(url, configs)
-            with httpx.Client(base_url=url, timeout=600.0) as client:
-                for i, names in enumerate(rounds):
-                    for name in names:
-                        body = {"model": name, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
-                                "temperature": 1.0, "seed": i}
-                        resp = client.post("/v1/completions", json=body)
-                        if resp.status_code != 200:
-                            raise RuntimeError(f"the calibration server refused request {i} to {name}: "
-                                               f"{resp.status_code} {resp.text[:300]}")
-                        time.sleep(pause_s)
-            return fetch_records(url)
+            yield url
     finally:
         shutil.rmtree(store, ignore_errors=True)
+
+
+def _serve(models: dict[str, tuple[str, float]], rounds: Sequence[Sequence[str]], device: str, work: Path,
+           prompt_tokens: int, decode_tokens: int, gpu: str, room_bytes: int, pause_s: float = 0.0) -> dict:
+    """:func:`calibration_server` with ``models``; send one completion per name of each round, one after
+    the other (``pause_s`` after each), and return the server's records."""
+    import httpx
+
+    from live.replay import fetch_records, prompt_text
+
+    with calibration_server(models, device, work, gpu, room_bytes) as url:
+        with httpx.Client(base_url=url, timeout=600.0) as client:
+            for i, names in enumerate(rounds):
+                for name in names:
+                    body = {"model": name, "prompt": prompt_text(prompt_tokens), "max_tokens": decode_tokens,
+                            "temperature": 1.0, "seed": i}
+                    resp = client.post("/v1/completions", json=body)
+                    if resp.status_code != 200:
+                        raise RuntimeError(f"the calibration server refused request {i} to {name}: "
+                                           f"{resp.status_code} {resp.text[:300]}")
+                    time.sleep(pause_s)
+        return fetch_records(url)
 
 
 def _warm_requests(records: dict, name: str) -> list[dict]:
