@@ -48,6 +48,9 @@ def print_headline(summary: dict, console=None) -> None:
                   pct(summary.get("cold_start_load_p99_ape")))
     table.add_row("time to first token", pct(summary.get("ttft_median_ape")), pct(summary.get("ttft_p99_ape")))
     table.add_row("end-to-end latency", pct(summary.get("latency_median_ape")), pct(summary.get("latency_p99_ape")))
+    if summary.get("concurrent_requests"):
+        table.add_row(f"latency, batched ({summary['concurrent_requests']:.0f} requests)",
+                      pct(summary.get("concurrent_latency_median_ape")), "")
     console.print(table)
     console.print(f"placement: {summary.get('placement_same_node')} of {summary.get('placement_paired_loads')} paired "
                   f"loads on the same node ({pct(summary.get('placement_same_node_share'))})")
