@@ -1,5 +1,6 @@
 """Layering rules, checked on the sources: only sllmsim/sim imports simpy; the simulator path never
-imports torch, transformers or fastapi; the scheduler core imports no runtime at all."""
+imports torch, transformers or fastapi; the scheduler core imports no runtime at all; sllmsim/ imports
+live/ only from its command line (sllmsim/cli), so that the layers depend one way: live on sllmsim."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def _imported_modules(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            # ``from live import live_run`` imports the module live.live_run as well as the package.
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
@@ -56,3 +59,18 @@ def test_importing_the_simulator_loads_no_heavy_module():
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_imported_modules_sees_every_form_of_import(tmp_path):
+    """The rule below reads imports at module level and inside functions, plain and ``from``."""
+    source = tmp_path / "sample.py"
+    source.write_text("import a.b\nfrom c import d\n\ndef f():\n    import e\n    from live import g\n")
+    assert _imported_modules(source) == {"a.b", "c", "c.d", "e", "live", "live.g"}
+
+
+def test_sllmsim_imports_live_only_from_its_command_line():
+    """Everything that drives live mode (calibration, the live side of a validation) lives in live/;
+    sllmsim/ is what live/ builds on, and only sllmsim/cli reaches the other way, to run live mode."""
+    offenders = [str(p.relative_to(REPO)) for p in _sources(PACKAGE)
+                 if PACKAGE / "cli" not in p.parents and "live" in _top(_imported_modules(p))]
+    assert offenders == []

@@ -1,6 +1,6 @@
 """``sllmsim calibrate``: measure this machine and write a hardware JSON that the simulator and live mode read.
 
-The measurements live in :mod:`live.calibrate` (imported only when the command runs: they need torch).
+The measurements live in :mod:`live.calibration` (imported only when the command runs: they need torch).
 """
 
 from __future__ import annotations
@@ -98,6 +98,19 @@ def print_calibration(cal, console=None) -> None:
                           f"{_fmt(sv.load_fixed_s.median, 's')} beyond the copy → load_overhead_s "
                           f"{_fmt(cal.load_overhead_s, 's')} (construction alone fits "
                           f"{_fmt(cal.load_fit.load_overhead_s, 's')})")
+    batch = cal.batch_fit
+    if batch is not None:
+        per_seq = _fmt(batch.decode_overhead_per_sequence_s, "s")
+        per_layer = _fmt(batch.decode_overhead_per_sequence_per_layer_s, "s")
+        sweep = Table(title=f"Decode step against batch size k: alone + (k − 1) × ({per_seq} + layers × {per_layer})"
+                            f" ({batch.method})", header_style="bold")
+        for col in ("model", "layers", "batch", "decode step", "modelled", "error"):
+            sweep.add_column(col, justify="left" if col == "model" else "right")
+        for pt in cal.batch_points:
+            model_s = batch.step_s(pt)
+            sweep.add_row(pt.model, str(pt.num_layers), str(pt.batch), _fmt(pt.step_s, "s"), _fmt(model_s, "s"),
+                          f"{model_s / pt.step_s - 1:+.0%}")
+        console.print(sweep)
     for note in cal.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
 
@@ -139,8 +152,8 @@ def calibrate(storage: Path, out: Path, models: tuple[Path, ...], repeats: int, 
 
     from rich.console import Console
 
-    from live.calibrate import calibrate as run_calibration
-    from live.calibrate import calibration_to_json
+    from live.calibration import calibrate as run_calibration
+    from live.calibration import calibration_to_json
 
     console = Console(stderr=True)
     with console.status("calibrating") as status:

@@ -29,9 +29,10 @@ def run_comparison(policies: list[str], trace_path: Path, trace: TraceConfig, ha
                    command_extra: tuple = ()) -> dict:
     """Run (or reuse) each policy's live run, simulate each, compare and write ``OUT/report.md``.
 
-    ``run_live(trace, folder)`` serves one trace live and returns a :class:`~sllmsim.fidelity.live_run.LiveRun`.
+    ``run_live(trace, folder)`` serves one trace live and returns a :class:`~live.live_run.LiveRun`.
     """
-    from sllmsim.fidelity import live_run, sim_trace
+    from live import live_run
+    from sllmsim.fidelity import sim_trace
     from sllmsim.fidelity.policy_compare import compare_policies, report_markdown
     from sllmsim.metrics import requests_frame
     from sllmsim.sim import simulate

@@ -48,6 +48,9 @@ def print_headline(summary: dict, console=None) -> None:
                   pct(summary.get("cold_start_load_p99_ape")))
     table.add_row("time to first token", pct(summary.get("ttft_median_ape")), pct(summary.get("ttft_p99_ape")))
     table.add_row("end-to-end latency", pct(summary.get("latency_median_ape")), pct(summary.get("latency_p99_ape")))
+    if summary.get("concurrent_requests"):
+        table.add_row(f"latency, batched ({summary['concurrent_requests']:.0f} requests)",
+                      pct(summary.get("concurrent_latency_median_ape")), "")
     console.print(table)
     console.print(f"placement: {summary.get('placement_same_node')} of {summary.get('placement_paired_loads')} paired "
                   f"loads on the same node ({pct(summary.get('placement_same_node_share'))})")
@@ -86,9 +89,10 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     """Run TRACE live (real server, real loads) and simulated with HW, then report the errors."""
     from rich.console import Console
 
+    from live import live_run
     from sllmsim.config.hardware import load_hardware
     from sllmsim.config.trace import load_trace
-    from sllmsim.fidelity import live_run, sim_trace
+    from sllmsim.fidelity import sim_trace
     from sllmsim.fidelity.report import write_report
     from sllmsim.sim import simulate
 
@@ -153,7 +157,7 @@ def _run_live(trace, cluster, out: Path, storage: Path | None, models_dir: Path,
               devices: str | None, threads: int | None, page_cache: str, console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sllmsim.fidelity import live_run
+    from live import live_run
 
     node_devices = None
     if devices:

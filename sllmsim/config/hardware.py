@@ -53,7 +53,8 @@ DEFAULT_NUM_GPUS = 1
 
 _REQUIRED = ("host_size", "host_bandwidth", "disk_size", "disk_bandwidth", "network_bandwidth")
 _OPTIONAL = ("num_gpus", "gpu", "pcie_bandwidth", "load_overhead_s", "gpu_memory_bandwidth", "gpu_flops",
-             "forward_overhead_s", "request_overhead_s", "forward_overhead_per_layer_s", "load_overhead_per_layer_s")
+             "forward_overhead_s", "request_overhead_s", "forward_overhead_per_layer_s", "load_overhead_per_layer_s",
+             "decode_overhead_per_sequence_s", "decode_overhead_per_sequence_per_layer_s")
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,22 @@ class NodeSpec:
     load_overhead_per_layer_s: float = 0.0
     """Fixed time per load per layer of the model, on top of ``load_overhead_s`` (constructing each
     block's modules)."""
+    decode_overhead_per_sequence_s: float = 0.0
+    """Time a decode step adds for each sequence of its batch beyond the first, on top of the
+    roofline's own batch term: per-request work of a batched step (its own attention over its own
+    KV cache, sampling, handing its token over) that does not shrink with batching. `sllmsim
+    calibrate` fits it to decode steps measured at several batch sizes."""
+    decode_overhead_per_sequence_per_layer_s: float = 0.0
+    """The same per extra sequence and per layer of the model (the per-request attention runs in every
+    transformer block)."""
 
     def forward_fixed_s(self, num_layers: int) -> float:
         """Fixed seconds of one forward pass of a model with ``num_layers`` layers on this node."""
         return self.forward_overhead_s + num_layers * self.forward_overhead_per_layer_s
+
+    def decode_sequence_s(self, num_layers: int) -> float:
+        """Seconds a decode step of a model with ``num_layers`` layers adds per sequence beyond the first."""
+        return self.decode_overhead_per_sequence_s + num_layers * self.decode_overhead_per_sequence_per_layer_s
 
     def load_fixed_s(self, num_layers: int) -> float:
         """Fixed seconds of one load of a model with ``num_layers`` layers on this node."""
@@ -99,7 +112,8 @@ class NodeSpec:
     @property
     def has_per_layer_costs(self) -> bool:
         """Whether a model's depth changes its times on this node."""
-        return bool(self.forward_overhead_per_layer_s or self.load_overhead_per_layer_s)
+        return bool(self.forward_overhead_per_layer_s or self.load_overhead_per_layer_s
+                    or self.decode_overhead_per_sequence_per_layer_s)
 
     @property
     def host_to_gpu_bytes_per_s(self) -> float:
@@ -126,6 +140,8 @@ def node_to_dict(node: NodeSpec) -> dict:
         "request_overhead_s": node.request_overhead_s,
         "forward_overhead_per_layer_s": node.forward_overhead_per_layer_s,
         "load_overhead_per_layer_s": node.load_overhead_per_layer_s,
+        "decode_overhead_per_sequence_s": node.decode_overhead_per_sequence_s,
+        "decode_overhead_per_sequence_per_layer_s": node.decode_overhead_per_sequence_per_layer_s,
     }
     return out
 
@@ -189,6 +205,10 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
                                raw.get("forward_overhead_per_layer_s", 0.0))
     load_per_layer = _field(source, f"{node_id}.load_overhead_per_layer_s", _non_negative_float,
                             raw.get("load_overhead_per_layer_s", 0.0))
+    per_sequence = _field(source, f"{node_id}.decode_overhead_per_sequence_s", _non_negative_float,
+                          raw.get("decode_overhead_per_sequence_s", 0.0))
+    per_sequence_layer = _field(source, f"{node_id}.decode_overhead_per_sequence_per_layer_s", _non_negative_float,
+                                raw.get("decode_overhead_per_sequence_per_layer_s", 0.0))
     return NodeSpec(
         node_id=node_id,
         host_size_bytes=_field(source, f"{node_id}.host_size", parse_size_bytes, raw["host_size"]),
@@ -208,6 +228,8 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
         request_overhead_s=request_overhead,
         forward_overhead_per_layer_s=forward_per_layer,
         load_overhead_per_layer_s=load_per_layer,
+        decode_overhead_per_sequence_s=per_sequence,
+        decode_overhead_per_sequence_per_layer_s=per_sequence_layer,
     )
 
 

@@ -312,7 +312,8 @@ def _check_depths(trace: TraceConfig) -> None:
             raise ConfigError(
                 cfg.source, "num_layers",
                 f"node {node.node_id!r} of {trace.cluster.source} has per-layer fixed costs "
-                "(forward_overhead_per_layer_s / load_overhead_per_layer_s), but the depth of model "
+                "(forward_overhead_per_layer_s / load_overhead_per_layer_s / "
+                "decode_overhead_per_sequence_per_layer_s), but the depth of model "
                 f"{cfg.model!r} is unknown (it is not in the catalog); add \"num_layers\": N (its number of "
                 "transformer layers) to its deploy config")
 

@@ -9,7 +9,9 @@ For a quantity measured live as ``m`` and simulated as ``s``:
 
 Quantities: cold-start load time (per load, grouped by the tier the live load came from), time to
 first token and end-to-end latency (per request completed on both sides, also split into warm and
-cold starts as seen live), and placement agreement: the share of paired loads placed on the same node.
+cold starts as seen live, and for requests that shared their live instance with at least
+:data:`CONCURRENT_REQUESTS - 1` others at once, which checks the batching model), and placement
+agreement: the share of paired loads placed on the same node.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ TARGETS = (
 #: come from, live mode keeps one core busy and the other is free for anything else).
 QUIET_OTHER_CORES = 0.25
 
+#: Requests in flight at once on one live instance (itself included) from which a request counts as
+#: served in a batch: the validation trace's concurrent window sends this many to one model at once.
+CONCURRENT_REQUESTS = 8
+
 ERROR_COLUMNS = ["quantity", "group", "n", "median_ape", "p99_ape", "median_signed_error", "live_median_s",
                  "sim_median_s", "target", "met"]
 
@@ -68,6 +74,26 @@ def signed_error(live: pd.Series, sim: pd.Series) -> pd.Series:
     """``sim / live − 1``: negative where the simulator is faster than reality."""
     live = live.astype(float)
     return sim.astype(float) / live.where(live > 0) - 1.0
+
+
+def peak_in_flight(requests: pd.DataFrame) -> pd.Series:
+    """For each request, the most requests in flight at once (arrival to finish, itself included) on its
+    live instance while it was: NaN where it has no live instance or finish.
+
+    Reads the joined table's ``instance_id_live``, ``arrival_s_live`` and ``latency_s_live``. The count
+    can only rise at an arrival, so it is taken at the request's own arrival and at every later arrival
+    on the instance before the request finished.
+    """
+    out = pd.Series(np.nan, index=requests.index)
+    start = requests["arrival_s_live"].astype(float)
+    end = start + requests["latency_s_live"].astype(float)
+    known = requests["instance_id_live"].notna() & (requests["instance_id_live"] != "") & end.notna()
+    for _, rows in requests[known].groupby("instance_id_live"):
+        a, f = start[rows.index].to_numpy(), end[rows.index].to_numpy()
+        for i, idx in enumerate(rows.index):
+            points = a[(a >= a[i]) & (a < f[i])]
+            out[idx] = max(int(((a <= t) & (t < f)).sum()) for t in points)
+    return out
 
 
 def _pct(values: pd.Series, q: float) -> float | None:
@@ -101,15 +127,23 @@ def error_table(requests: pd.DataFrame, loads: pd.DataFrame) -> pd.DataFrame:
         rows.append(error_row("cold-start load time", group, sel["load_s_live"], sel["load_s_sim"]))
     done = requests[requests["completed"]]
     cold = done["cold_start_live"].astype(bool)
+    in_flight = done["in_flight_live"] if "in_flight_live" in done else peak_in_flight(done)
+    batched = done[in_flight >= CONCURRENT_REQUESTS]
     for quantity, col, target in (("time to first token", "ttft_s", None),
                                   ("end-to-end latency", "latency_s", latency_target)):
         groups = [("all", done), ("warm (live)", done[~cold]), ("cold start (live)", done[cold])]
         groups += [(f"model {m}", done[done["model"] == m]) for m in sorted(done["model"].unique())]
+        if len(batched):  # only where the trace has a concurrent window: other reports keep their rows
+            groups.append((CONCURRENT_GROUP, batched))
         groups += _contention_groups(done)
         for group, sel in groups:
             rows.append(error_row(quantity, group, sel[f"{col}_live"], sel[f"{col}_sim"],
                                   target if group == "all" else None))
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)
+
+
+#: The error-table group of requests served in a batch (see :data:`CONCURRENT_REQUESTS`).
+CONCURRENT_GROUP = f"≥ {CONCURRENT_REQUESTS} in flight on its instance (live)"
 
 
 def _contention_groups(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -159,6 +193,11 @@ def headline(requests: pd.DataFrame, loads: pd.DataFrame, errors: pd.DataFrame) 
         "ttft_p99_ape": pick("time to first token", "all", "p99_ape"),
         "latency_median_ape": lat_med,
         "latency_p99_ape": pick("end-to-end latency", "all", "p99_ape"),
+        "concurrent_requests": pick("end-to-end latency", CONCURRENT_GROUP, "n"),
+        "concurrent_ttft_median_ape": pick("time to first token", CONCURRENT_GROUP, "median_ape"),
+        "concurrent_latency_median_ape": pick("end-to-end latency", CONCURRENT_GROUP, "median_ape"),
+        "concurrent_latency_median_signed_error": pick("end-to-end latency", CONCURRENT_GROUP,
+                                                       "median_signed_error"),
         **{f"placement_{k}": v for k, v in placement.items()},
         "targets": {f"{t.quantity} {t.statistic} {t.text}": t.met(v)
                     for t, v in zip(TARGETS, (load_med, lat_med, share))},

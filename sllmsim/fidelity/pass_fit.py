@@ -35,7 +35,7 @@ class _Timed(Protocol):
 
 
 class ModelSample(Protocol):
-    """What the fits read of one profiled model (``live.calibrate.ModelProfile`` is one)."""
+    """What the fits read of one profiled model (``live.calibration.ModelProfile`` is one)."""
 
     weights_bytes: int
     num_layers: int

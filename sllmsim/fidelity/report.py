@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sllmsim.fidelity.accuracy import QUIET_OTHER_CORES, TARGETS, error_table, headline, signed_error
+from sllmsim.fidelity.accuracy import (CONCURRENT_REQUESTS, QUIET_OTHER_CORES, TARGETS, error_table, headline,
+                                       peak_in_flight, signed_error)
 from sllmsim.fidelity.cpu_load import Sample, other_cores
 from sllmsim.fidelity.join import join_loads, join_requests
 from sllmsim.metrics import COLD_TIERS, LOAD_PHASES, frames_from_result
@@ -217,6 +218,7 @@ def compare_runs(live: RunResult, sim: RunResult, cpu_samples: Sequence[Sample] 
     loads = join_loads(requests, live_frames.phases, sim_frames.phases)
     if cpu_samples:
         add_contention(requests, loads, live_frames.phases, cpu_samples)
+    requests["in_flight_live"] = peak_in_flight(requests)
     errors = error_table(requests, loads)
     return requests, loads, errors, headline(requests, loads, errors)
 
@@ -297,7 +299,10 @@ def _markdown(requests: pd.DataFrame, loads: pd.DataFrame, errors: pd.DataFrame,
     out += ["## Errors", "",
             "APE = |simulated − measured| / measured; signed = simulated / measured − 1 (negative: the "
             "simulator is optimistic). Loads are grouped by the tier the live load came from; requests by "
-            "whether the live request waited for a load.", ""]
+            "whether the live request waited for a load, by model, and — where the trace sends requests "
+            f"together — those that had at least {CONCURRENT_REQUESTS} requests (themselves included) in flight "
+            "at once on their live instance, which decode in one batch (column `in_flight_live` of "
+            "`requests.csv`).", ""]
     rows = [[r.quantity, r.group, str(r.n), _pct(_nan_none(r.median_ape)), _pct(_nan_none(r.p99_ape)),
              _pct(_nan_none(r.median_signed_error)), _sec(_nan_none(r.live_median_s)), _sec(_nan_none(r.sim_median_s))]
             for r in errors.itertuples(index=False)]

@@ -171,12 +171,14 @@ class ModelState:
         """This model's execution-time model on ``node``."""
         spec = node.spec
         fixed_s = spec.forward_fixed_s(self.num_layers)
+        sequence_s = spec.decode_sequence_s(self.num_layers)
         # Keyed by the whole GPU type (a node may override a named type's bandwidth or FLOP/s) and
-        # by this model's fixed cost per forward pass there.
-        key = (spec.gpu, fixed_s)
+        # by this model's fixed costs per forward pass and per extra sequence of a step there.
+        key = (spec.gpu, fixed_s, sequence_s)
         roof = self.rooflines.get(key)
         if roof is None:
-            roof = Roofline.build(self.num_params, self.dtype_bytes, self.arch, spec.gpu, self.num_gpus, fixed_s)
+            roof = Roofline.build(self.num_params, self.dtype_bytes, self.arch, spec.gpu, self.num_gpus, fixed_s,
+                                  sequence_s)
             self.rooflines[key] = roof
         return roof
 
@@ -575,7 +577,7 @@ class Simulation:
         base = roof.flop_s_per_token * k
         if base < roof.floor_s:
             base = roof.floor_s
-        base += roof.forward_overhead_s
+        base += roof.forward_overhead_s + (k - 1) * roof.sequence_overhead_s  # = roof.step_base_s(k), inlined
         inst.base_s = base
         inst.seg_start = start
         left = inst.heap[0][0] - inst.steps

@@ -8,8 +8,8 @@ communication is not modelled.
 - **prefill** of a batch of prompts with ``T`` tokens in total:
   ``max(2·P·T / FLOPs, W / B) + o`` (attention's quadratic FLOPs are ignored);
 - **decode step** of a batch of ``k`` sequences holding ``C`` context tokens in total:
-  ``max(W / B, 2·P·k / FLOPs) + o + kv·C / B``, where ``kv`` is the KV-cache bytes per token
-  (``2 · layers · kv_heads · head_dim · dtype bytes``).
+  ``max(W / B, 2·P·k / FLOPs) + o + (k − 1)·q + kv·C / B``, where ``kv`` is the KV-cache bytes per
+  token (``2 · layers · kv_heads · head_dim · dtype bytes``).
 
 ``o`` is the fixed cost of every forward pass of a model of ``L`` layers on the node:
 ``forward_overhead_s + L × forward_overhead_per_layer_s`` (kernel launches, framework and sampling
@@ -18,6 +18,13 @@ block). The bounds alone miss it, and it dominates small models: on a 2-core CPU
 thread, random-weight OPT models 128 to 768 wide with 2 to 16 layers) decode steps fitted
 ``1.3 ms + 0.53 ms × L + weights / 6.6 GiB/s`` within ±13 % over 11 shapes, where one constant plus
 weights / bandwidth was off by up to 55 %. Both parts default to 0 (the pure roofline).
+
+``q`` is what a decode step adds per sequence of its batch beyond the first, on the node:
+``decode_overhead_per_sequence_s + L × decode_overhead_per_sequence_per_layer_s``. The roofline alone
+says a batch is free until it turns compute-bound; a real batched step still does some work per
+request — live mode's engine attends each request to its own KV cache in every layer and samples each
+request's token on its own — and `sllmsim calibrate` fits ``q`` to decode steps it measures at batch
+sizes 1 to 8 (:mod:`sllmsim.fidelity.batch_fit`). It defaults to 0; a batch of one never pays it.
 
 Between two changes of the batch, every sequence gains one token per step, so the context grows by
 ``k`` per step and the time of ``n`` steps is a quadratic in ``n`` (:func:`decode_time_s`), inverted
@@ -51,6 +58,8 @@ class Roofline:
     forward_overhead_s: float = 0.0
     """Fixed seconds added to every forward pass (each prefill, each decode step): ``o`` above, the
     node's constant plus its per-layer cost times the model's layers."""
+    sequence_overhead_s: float = 0.0
+    """Seconds a decode step adds per sequence of its batch beyond the first: ``q`` above."""
     floor_s: float = field(init=False)
     """Time to read every weight once: the memory-bound floor of any forward pass."""
     flop_s_per_token: float = field(init=False)
@@ -66,10 +75,11 @@ class Roofline:
 
     @classmethod
     def build(cls, num_params: int, dtype_bytes: int, arch: ModelArch | None, gpu: GpuType,
-              num_gpus: int, forward_overhead_s: float = 0.0) -> Roofline:
+              num_gpus: int, forward_overhead_s: float = 0.0, sequence_overhead_s: float = 0.0) -> Roofline:
         """The roofline of a model of ``num_params`` on ``num_gpus`` GPUs of type ``gpu``, with
         ``forward_overhead_s`` fixed seconds per forward pass (the whole ``o``: see
-        :meth:`~sllmsim.config.hardware.NodeSpec.forward_fixed_s`)."""
+        :meth:`~sllmsim.config.hardware.NodeSpec.forward_fixed_s`) and ``sequence_overhead_s`` per
+        extra sequence of a decode step (``q``: :meth:`~sllmsim.config.hardware.NodeSpec.decode_sequence_s`)."""
         kv = 0.0
         if arch is not None and arch.num_attention_heads:
             head_dim = arch.hidden_size / arch.num_attention_heads
@@ -81,6 +91,7 @@ class Roofline:
             flops_per_s=gpu.fp16_flops_per_s * num_gpus,
             mem_bytes_per_s=gpu.memory_bandwidth_bytes_per_s * num_gpus,
             forward_overhead_s=forward_overhead_s,
+            sequence_overhead_s=sequence_overhead_s,
         )
 
     def prefill_s(self, tokens: int) -> float:
@@ -89,7 +100,8 @@ class Roofline:
 
     def step_base_s(self, batch: int) -> float:
         """Seconds of one decode step of ``batch`` sequences, without the KV-cache read."""
-        return max(self.floor_s, self.flop_s_per_token * batch) + self.forward_overhead_s
+        return (max(self.floor_s, self.flop_s_per_token * batch) + self.forward_overhead_s
+                + max(batch - 1, 0) * self.sequence_overhead_s)
 
 
 def decode_time_s(steps: float, base_s: float, kv_s: float, context_tokens: float, batch: int) -> float:

@@ -16,7 +16,7 @@ pytest.importorskip("httpx")
 from sllmsim.cli import main  # noqa: E402
 from sllmsim.config.hardware import load_hardware  # noqa: E402
 from sllmsim.config.trace import load_trace  # noqa: E402
-from sllmsim.fidelity.live_run import live_deploy_configs, load_recipes  # noqa: E402
+from live.live_run import live_deploy_configs, load_recipes  # noqa: E402
 from sllmsim.errors import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -180,6 +180,16 @@ def test_calibrate_writes_hardware_that_both_runtimes_read(tmp_path: Path, tiny_
     assert node.load_overhead_per_layer_s == 0.0
     assert node.load_overhead_s == pytest.approx(max(0.0, serving["load_fixed_s"]["median"]), abs=1e-5)
     assert set(details["small_checkpoint"]) == {"disk_read_fixed_s", "download_fixed_s"}
+    # The batch sweep: the model served with 1, 2, 4 and 8 requests at once, two rounds each, and the
+    # per-sequence term fitted from it (one model: one depth, no per-layer part) and written.
+    sweep = details["batch_sweep"]
+    assert [p["batch"] for p in sweep["points"]] == [1, 2, 4, 8]
+    assert all(p["step_s"] > 0 and p["base_step_s"] == sweep["points"][0]["step_s"] for p in sweep["points"])
+    assert [len(s["samples"]) for s in sweep["samples"]] == [2, 2, 2, 2]
+    assert sweep["fit"]["points"] == 3 and "one depth" in sweep["fit"]["method"]
+    assert node.decode_overhead_per_sequence_per_layer_s == 0.0
+    assert node.decode_overhead_per_sequence_s == pytest.approx(sweep["fit"]["decode_overhead_per_sequence_s"],
+                                                                abs=1e-7)
     assert not (tmp_path / "store" / ".sllmsim-calibrate").exists()  # probe files are removed
 
 

@@ -21,7 +21,7 @@ class _M:
 
 @dataclass(frozen=True)
 class _Model:
-    """A profiled model as the fits read it (``live.calibrate.ModelProfile`` has these fields)."""
+    """A profiled model as the fits read it (``live.calibration.ModelProfile`` has these fields)."""
 
     weights_bytes: int
     num_layers: int

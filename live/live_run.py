@@ -1,8 +1,9 @@
 """The live side of a validation: build the trace's models, serve them for real, replay the requests.
 
 The server is live mode's own (:func:`live.server.create_app`), started in this process on a free
-localhost port; the requests go over HTTP (:mod:`sllmsim.fidelity.replay`). Live mode is imported
-only when :func:`run_live` runs, so the rest of the fidelity package stays free of torch.
+localhost port; the requests go over HTTP (:mod:`live.replay`). The server (torch, transformers) is
+imported only when :func:`run_live` runs, so that reading recipes and saved runs stays light. The
+analysis of the run (joins, errors, the report) is :mod:`sllmsim.fidelity`'s.
 
 Live mode reads checkpoints through the operating system's page cache, so a checkpoint read or
 written a minute ago loads at memory speed from the "disk" — a tier neither the simulator nor the
@@ -13,7 +14,7 @@ whenever a request is sent, so that a disk load reads the disk; ``"keep"`` leave
 (what live mode does by itself). A checkpoint just downloaded is still read back from the cache.
 
 Models that exist only as a recipe (a ``models.yaml`` beside the trace: name → width, depth, seed)
-are built with :func:`live.calibrate.build_model_folder` before the run, once per models folder.
+are built with :func:`live.calibration.build_model_folder` before the run, once per models folder.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from pathlib import Path
 
 import yaml
 
+from live.pagecache import drop_tree
+from live.replay import Outcome, deploy, fetch_records, replay
 from sllmsim.catalog import config_num_layers
 from sllmsim.config.deploy import deploy_config_to_dict
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.config.trace import TraceConfig
 from sllmsim.errors import ConfigError, check_keys
 from sllmsim.fidelity.cpu_load import CpuSampler, Sample
-from sllmsim.fidelity.pagecache import drop_tree
-from sllmsim.fidelity.replay import Outcome, deploy, fetch_records, replay
 from sllmsim.records import RunResult
 
 _RECIPE_KEYS = ("hidden_size", "num_layers", "seed", "dtype", "max_positions")
@@ -75,7 +76,7 @@ def load_recipes(path: str | Path) -> dict[str, dict]:
 def build_models(recipes: dict[str, dict], models_dir: str | Path,
                  progress: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Build every recipe's model under ``models_dir`` (reused when already there); name → folder."""
-    from live.calibrate import ModelRecipe, build_model_folder
+    from live.calibration import ModelRecipe, build_model_folder
 
     folders = {}
     for name, recipe in recipes.items():
@@ -185,7 +186,7 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
     The store starts empty (it is cleared first); the deploys copy checkpoints onto the nodes' disks.
     ``page_cache``: see the module docstring.
     """
-    from live.calibrate import torch_threads
+    from live.calibration import torch_threads
     from live.records import run_result_from_json
     from live.server import create_app, serve_in_thread
 
