@@ -62,6 +62,7 @@ from sllmsim.core.placement import logger as scheduler_logger
 from sllmsim.core.migration import MigrationPlan, movable_from_s
 from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place
 from sllmsim.core.preemption import PreemptionPlan
+from sllmsim.core.room import worth_attempting
 from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, NodeView, RunningInstanceView, Tier
 from sllmsim.core.views import node_view
 from sllmsim.errors import SllmsimError
@@ -702,6 +703,19 @@ class Simulation:
                 n.make_view(now) if n.dirty else n.view for n in self.nodes))
         return view
 
+    def _offer_view(self, now: float, running: dict[str, list[RunningInstanceView]] | None,
+                    idle: dict[str, list[IdleInstanceView]] | None) -> ClusterView:
+        """The cluster view with the running instances that may be moved or stopped and the idle
+        ones that may be reclaimed listed in their nodes' views."""
+        view = self._cluster_view(now)
+        if running:
+            view = ClusterView(tuple(replace(v, running=tuple(running[v.node_id])) if v.node_id in running else v
+                                     for v in view.nodes))
+        if idle:
+            view = ClusterView(tuple(replace(v, idle=tuple(idle[v.node_id])) if v.node_id in idle else v
+                                     for v in view.nodes))
+        return view
+
     def _try_place(self, inst: Instance, now: float) -> bool:
         m = inst.model
         need = m.num_gpus
@@ -713,17 +727,14 @@ class Simulation:
                 idle = self._idle_views(m)
             if running is None and not idle:
                 return False
-            if not self._room_possible(m, running or {}, idle or {}):
+            view = self._offer_view(now, running, idle)
+            if not worth_attempting(m.view, view):
                 if running is not None:
                     self._retry_when_movable(now)
                 return False
-        view = self._cluster_view(now)
-        if running:
-            view = ClusterView(tuple(replace(v, running=tuple(running[v.node_id])) if v.node_id in running else v
-                                     for v in view.nodes))
+        else:
+            view = self._offer_view(now, running, None)
         if idle:
-            view = ClusterView(tuple(replace(v, idle=tuple(idle[v.node_id])) if v.node_id in idle else v
-                                     for v in view.nodes))
             option = place(self.placement, m.view, view, reclaim_idle=True)
         else:
             option = place(self.placement, m.view, view)
@@ -1011,21 +1022,6 @@ class Simulation:
                     out.setdefault(inst.node_id, []).append(
                         RunningInstanceView(inst.iid, m.view, int(tokens + _TOKEN_EPS)))
         return out
-
-    @staticmethod
-    def _room_possible(m: ModelState, running: dict[str, list[RunningInstanceView]],
-                       idle: dict[str, list[IdleInstanceView]]) -> bool:
-        """Whether some allowed node has enough GPUs free, held by instances of other models that
-        may be moved or stopped, or held by reclaimable idle ones (the policy decides whether and where)."""
-        need = m.num_gpus
-        for n in m.allowed:
-            if n.spec.num_gpus < need:
-                continue
-            held = sum(v.num_gpus for v in running.get(n.node_id, ()) if v.model.name != m.name)
-            held += sum(v.num_gpus for v in idle.get(n.node_id, ()))
-            if n.free_gpus + held >= need:
-                return True
-        return False
 
     def _retry_when_movable(self, now: float) -> None:
         """Retry the waiting placements when the next running instance passes its thrash guard."""
