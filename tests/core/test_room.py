@@ -78,7 +78,8 @@ def test_the_policy_is_asked_only_about_room_running_instances_make_on_the_recla
     spy = _Spy([])
     assert worth_attempting(M, ClusterView((node("0", free=1, idle=[idle("a", "x")]),)), confirm=spy)
     assert spy.calls == []  # free plus idle GPUs need no plan
-    cluster = ClusterView((node("0", running=[running("b", "y")], idle=[idle("a", "x")]), node("1", idle=[idle("c", "z")])))
+    cluster = ClusterView((node("0", running=[running("b", "y")], idle=[idle("a", "x")]),
+                           node("1", idle=[idle("c", "z")])))
     assert not worth_attempting(M, cluster, confirm=spy)
     assert spy.calls == [with_idle_reclaimed(cluster, "m")]
     assert [(n.free_gpus, n.idle) for n in spy.calls[0].nodes] == [(1, ()), (1, ())]
