@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from heapq import heappop, heappush
@@ -65,7 +64,7 @@ from sllmsim.sim.making_room import MAX_CATCHUP_ROUNDS, MakingRoom
 from sllmsim.sim.roofline import decode_time_s
 from sllmsim.sim.scheduler_log import SchedulerLog, SimTime
 from sllmsim.sim.state import (DOWNLOADING, IDLE, LOAD_PHASES, LOADING_TO_GPU, LOADING_TO_HOST, READY, RELEASED,
-                               TIME_EPS, Deployment, Instance, NodeState, Retry)
+                               TIME_EPS, Deployment, Instance, NodeState, Retry, WaitingIndex)
 from sllmsim.sim.storage import TierStore
 from sllmsim.sim.timers import Wake
 
@@ -115,6 +114,8 @@ class Simulation(MakingRoom):
         self.timeseries: list[TimeseriesRecord] = []
         self.pending: list[Instance] = []
         """Instances waiting for a node with enough free GPUs, in request order."""
+        self._waiting = None if self.makes_room or self.reclaim_idle else WaitingIndex()
+        """The same instances by the GPUs they need, where only free GPUs can place them."""
         self._view: ClusterView | None = None
 
         for model, (disk, host) in trace.initial_storage().items():
@@ -435,6 +436,8 @@ class Simulation(MakingRoom):
         inst = m.new_instance(now)
         self._sample(now, "instances", m.name, len(m.instances))
         self.pending.append(inst)
+        if self._waiting is not None:
+            self._waiting.add(inst)
         m.unplaced += 1
         self._try_place(inst, now)
 
@@ -495,6 +498,8 @@ class Simulation(MakingRoom):
         node.dirty = True
         self._sample_gpus(node, now)
         self.pending.remove(inst)
+        if self._waiting is not None:
+            self._waiting.left(inst)
         m.unplaced -= 1
         inst.place_on(node)
         inst.waiting_gpus = need - take
@@ -509,20 +514,22 @@ class Simulation(MakingRoom):
     def _place_pending(self, now: float) -> None:
         if not self.pending:
             return
-        # Without room-making or reclaiming, an instance needing more GPUs than the freest node has
-        # would fail _try_place's pre-check; skipping it here is the same outcome without its
-        # O(nodes) scan (on many models, every release used to rescan every waiting instance).
-        # Placements only take GPUs, so the bound stays an upper bound until it is recomputed.
-        simple = not (self.makes_room or self.reclaim_idle)
-        most_free = max(n.free_gpus for n in self.nodes) if simple else math.inf
+        if self._waiting is not None:
+            # Without room-making or reclaiming, an instance needing more GPUs than the freest node
+            # has would fail _try_place's pre-check; the index skips all of those without looking
+            # at them (on many models, every release used to rescan every waiting instance).
+            # Placements only take GPUs, so the bound stays an upper bound until it is recomputed.
+            nodes = self.nodes
+            most_free = max(n.free_gpus for n in nodes)
+            for inst in self._waiting.fitting(lambda gpus: gpus <= most_free):
+                if self._try_place(inst, now):
+                    most_free = max(n.free_gpus for n in nodes)
+            return
         for inst in list(self.pending):
-            if simple and inst.deployment.num_gpus > most_free:
-                continue
             # A placement can start or cancel other instances (a preemption re-queues requests,
             # whose model may scale out), so skip the ones no longer waiting.
             if inst.node is None and inst.phase != RELEASED:
-                if self._try_place(inst, now) and simple:
-                    most_free = max(n.free_gpus for n in self.nodes)
+                self._try_place(inst, now)
 
     def _cancel_unplaced(self, m: Deployment, surplus: int, now: float) -> None:
         for inst in reversed(list(self.pending)):
@@ -530,6 +537,8 @@ class Simulation(MakingRoom):
                 break
             if inst.deployment is m:
                 self.pending.remove(inst)
+                if self._waiting is not None:
+                    self._waiting.left(inst)
                 m.unplaced -= 1
                 surplus -= 1
                 self._drop(inst, now)

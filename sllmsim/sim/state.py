@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Iterator
+from heapq import heappop, heappush
 
 from sllmsim import catalog
 from sllmsim.config.hardware import GpuType
@@ -282,3 +284,86 @@ class Retry:
     def __init__(self):
         self.version = 0
         self.at = math.inf
+
+
+class WaitingIndex:
+    """Instances waiting for GPUs, grouped by the GPUs each needs, each group in waiting order.
+
+    A release of GPUs can only place instances that need at most the freest node's free GPUs;
+    walking :meth:`fitting` visits those in the order of the engine's waiting list without looking
+    at the others. An instance that stops waiting (placed or cancelled, :meth:`left`) is dropped
+    from its group lazily, when the group is next walked: from the front at once, from the middle
+    once such entries are half the group, so a walk costs about what still waits.
+    """
+
+    __slots__ = ("_groups", "_left", "_seq", "_walking")
+
+    def __init__(self):
+        self._groups: dict[int, list[tuple[int, Instance]]] = {}
+        """GPUs needed -> (position in the waiting order, instance), oldest first."""
+        self._left: dict[int, int] = {}
+        """GPUs needed -> entries of that group whose instance no longer waits."""
+        self._seq = 0
+        self._walking = 0
+        """Walks in progress: groups are compacted only when none is (a walk holds indices into them)."""
+
+    def add(self, inst: Instance) -> None:
+        """``inst`` starts waiting, after every instance added before it (no instance waits twice)."""
+        gpus = inst.deployment.num_gpus
+        group = self._groups.get(gpus)
+        if group is None:
+            group = self._groups[gpus] = []
+            self._left[gpus] = 0
+        group.append((self._seq, inst))
+        self._seq += 1
+
+    def left(self, inst: Instance) -> None:
+        """``inst`` no longer waits (it is placed, or cancelled and released)."""
+        self._left[inst.deployment.num_gpus] += 1
+
+    def fitting(self, fits: Callable[[int], bool]) -> Iterator[Instance]:
+        """The instances still waiting whose GPU count ``fits``, in the order they were added.
+
+        ``fits`` is asked again before each instance, so the caller may place instances meanwhile;
+        but once ``fits(n)`` is false it must stay false for the rest of the walk (placements only
+        take GPUs), because a group that stops fitting is dropped whole. Instances added during the
+        walk are not visited.
+        """
+        heads: list[tuple[int, int, int, int]] = []  # (position, GPUs, index, end) of each group's next
+        groups = self._groups
+        for gpus, group in groups.items():
+            if fits(gpus):
+                if not self._walking:
+                    self._compact(gpus, group)
+                if group:
+                    heads.append((group[0][0], gpus, 0, len(group)))
+        heads.sort()
+        self._walking += 1
+        try:
+            while heads:
+                _, gpus, index, end = heappop(heads)
+                if not fits(gpus):
+                    continue
+                group = groups[gpus]
+                inst = group[index][1]
+                index += 1
+                if index < end:
+                    heappush(heads, (group[index][0], gpus, index, end))
+                if inst.node is None and inst.phase != RELEASED:
+                    yield inst
+        finally:
+            self._walking -= 1
+
+    def _compact(self, gpus: int, group: list[tuple[int, Instance]]) -> None:
+        gone = 0
+        for _, inst in group:
+            if inst.node is None and inst.phase != RELEASED:
+                break
+            gone += 1
+        left = self._left[gpus] - gone
+        if gone:
+            del group[:gone]
+        if 2 * left > len(group):
+            group[:] = [entry for entry in group if entry[1].node is None and entry[1].phase != RELEASED]
+            left = 0
+        self._left[gpus] = left
