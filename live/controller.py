@@ -56,8 +56,8 @@ from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, parse_dep
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy, surplus_idle
 from sllmsim.core.migration import MigrationMove, movable_from_s
-from sllmsim.core.placement import PlacementOption, feasible_nodes, make_placement_policy, place
-from sllmsim.core.reclaim import with_idle_reclaimed
+from sllmsim.core.placement import PlacementOption, make_placement_policy, place
+from sllmsim.core.room import worth_attempting
 from sllmsim.core.registration import Registrar, Registration, check_fits_cluster
 from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, RunningInstanceView
 from sllmsim.core.views import node_view
@@ -736,14 +736,8 @@ class Controller:
         """Whether some node can host ``model``, now or after making room: checked before
         :func:`place` so that a model that simply waits for a slot does not log an empty ranking at
         every arrival. Uses no policy state (a random or round-robin policy ranks only in place())."""
-        if feasible_nodes(model, cluster):
-            return True
-        if self.reclaim_idle and any(n.idle for n in cluster.nodes):
-            cluster = with_idle_reclaimed(cluster, model.name)
-            if feasible_nodes(model, cluster):
-                return True
         # Migration planning is pure (storage-aware only), so ranking twice changes nothing.
-        return self.enable_migration and bool(self._placement.rank(model, cluster))
+        return worth_attempting(model, cluster, confirm=self._placement if self.enable_migration else None)
 
     def _start_instance(self, dep: Deployment) -> bool:
         model = self._model_view(dep)
