@@ -56,9 +56,11 @@ from live.api_models import (
     ModelList,
     Usage,
 )
-from live.controller import ConflictError, Controller, LoadFailedError, Ticket, UnknownModelError
+from live.controller import Controller
+from live.errors import ConflictError, LoadFailedError, UnknownModelError
 from live.generation import GenerationInputError, GenerationRequest, SamplingParams
 from live.records import LiveRecorder
+from live.state import Ticket
 from live.state_file import StateWriteError
 from live.worker import Finished, LocalNodeWorker, TextDelta, default_devices
 
