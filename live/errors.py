@@ -1,4 +1,4 @@
-"""Errors the live controller raises to the server, each answered with its own HTTP status."""
+"""Live mode's errors that the server answers with their own HTTP status (:mod:`live.http_errors`)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,7 @@ class ConflictError(SllmsimError):
 
 class LoadFailedError(SllmsimError):
     """The instance that a request waited for failed to load (HTTP 500 with the reason)."""
+
+
+class ShuttingDownError(SllmsimError):
+    """The server's drain time ran out before the request finished (HTTP 503, or a stream's error event)."""
