@@ -350,10 +350,7 @@ class Controller:
         self.metrics.on_request(dep.name, status, rec.latency_s, rec.ttft_s, rec.input_tokens, rec.output_tokens)
         if inst.active == 0 and inst.phase == Phase.READY:
             self._set_phase(inst, Phase.IDLE)
-        self._dispatch(dep)
-        self._rescale(dep)
-        self._offer_if_idle(inst)
-        self._check_drained(dep)
+        self._on_room(inst)
 
     def _request_gone(self, dep: Deployment, rec: RequestRecord, reason: str) -> None:
         """Account for a queued request that leaves without being served."""
@@ -386,6 +383,15 @@ class Controller:
                 continue
             self._occupy(inst)
             waiter.future.set_result(inst)
+
+    def _on_room(self, inst: Instance) -> None:
+        """``inst`` may have room (it loaded, a request finished, a move ended): hand it queued
+        requests, rescale its deployment, offer it if idle, and end a drain that is complete."""
+        dep = inst.deployment
+        self._dispatch(dep)
+        self._rescale(dep)
+        self._offer_if_idle(inst)
+        self._check_drained(dep)
 
     def _fail_waiters(self, dep: Deployment, reason: str) -> None:
         while dep.queue:
@@ -472,8 +478,7 @@ class Controller:
         if option.reclaim or (option.migration is not None and option.migration.moves):
             self._make_room(inst, option)
             return True
-        self._slots_used[option.node_id] += inst.num_gpus
-        self._sample(dep, inst.node_id)
+        self._hold_slots(dep, option.node_id, inst.num_gpus)
         inst.task = self._loop.create_task(self._load(inst))
         return True
 
@@ -506,8 +511,7 @@ class Controller:
             dep.last_load_error = reason
             self.metrics.on_load_failed(dep.name)
             self._forget(inst)
-            self._slots_used[inst.node_id] -= inst.num_gpus
-            self._sample(dep, inst.node_id)
+            self._hold_slots(dep, inst.node_id, -inst.num_gpus)
             return reason
         now = self.recorder.now_s()
         dep.last_load_error = ""
@@ -527,10 +531,7 @@ class Controller:
             self._check_drained(dep)
             return
         self._set_phase(inst, Phase.IDLE)
-        self._dispatch(dep)
-        self._rescale(dep)
-        self._offer_if_idle(inst)
-        self._check_drained(dep)
+        self._on_room(inst)
 
     # --- live migration -------------------------------------------------------------------------
 
@@ -553,8 +554,7 @@ class Controller:
         node = inst.node_id
         free = self._node_gpus(node) - self._slots_used[node]
         inst.slots_held = max(0, min(free, inst.num_gpus))
-        self._slots_used[node] += inst.slots_held
-        self._sample(inst.deployment, node)
+        self._hold_slots(inst.deployment, node, inst.slots_held)
         waits = []
         if option.reclaim:
             inst.load_detail = "waiting for idle instances to unload"
@@ -591,8 +591,7 @@ class Controller:
         dep = src.deployment
         self._set_phase(src, Phase.MIGRATING)
         dest = self._new_instance(dep, move.to_node, src.num_gpus, src.capacity, move.load_s, move.tier.value)
-        self._slots_used[move.to_node] += dest.num_gpus
-        self._sample(dep, move.to_node)
+        self._hold_slots(dep, move.to_node, dest.num_gpus)
         return dest
 
     async def _move(self, src: Instance, dest: Instance, move: MigrationMove, target: Instance) -> bool:
@@ -613,9 +612,7 @@ class Controller:
                 reason = f"handing a request over failed: {failures[0]}"
             if dest.phase == Phase.RESUMING or (dest.phase == Phase.READY and not dest.active):
                 self._set_phase(dest, Phase.READY if dest.active else Phase.IDLE)
-            self._dispatch(dep)
-            self._rescale(dep)
-            self._offer_if_idle(dest)
+            self._on_room(dest)
         if reason is None and src.active == 0 and not self._closing:
             logger.info("moved instance %s of %s from node %s to node %s as %s in %.3f s (estimated %.3f s)",
                         src.instance_id, dep.name, src.node_id, dest.node_id, dest.instance_id,
@@ -631,9 +628,7 @@ class Controller:
         src.phase = Phase.READY
         if not src.active:
             self._set_phase(src, Phase.IDLE)
-        self._dispatch(dep)
-        self._rescale(dep)
-        self._offer_if_idle(src)
+        self._on_room(src)
         return False
 
     async def _move_request(self, run: RunningRequest, src: Instance, dest: Instance) -> None:
@@ -671,8 +666,7 @@ class Controller:
             taken = min(freed, target.num_gpus - target.slots_held)
             target.slots_held += taken
             freed -= taken
-        self._slots_used[src.node_id] -= freed
-        self._sample(dep, src.node_id)
+        self._hold_slots(dep, src.node_id, -freed)
         if freed:
             self._rescale_all()
         self._check_drained(dep)
@@ -690,9 +684,8 @@ class Controller:
         logger.warning("making room for %s on node %s did not free its GPUs; placing it again", dep.name,
                        inst.node_id)
         self._forget(inst)
-        self._slots_used[inst.node_id] -= inst.slots_held
+        self._hold_slots(dep, inst.node_id, -inst.slots_held)
         inst.slots_held = 0
-        self._sample(dep, inst.node_id)
         self._rescale_all()
         self._check_drained(dep)
 
@@ -738,8 +731,7 @@ class Controller:
     async def _do_release(self, inst: Instance) -> None:
         dep = inst.deployment
         await self._unload(inst)
-        self._slots_used[inst.node_id] -= inst.num_gpus
-        self._sample(dep, inst.node_id)
+        self._hold_slots(dep, inst.node_id, -inst.num_gpus)
         self._rescale_all()  # a freed slot may let another model start
         self._check_drained(dep)
 
@@ -751,6 +743,11 @@ class Controller:
                 del self._deployments[dep.name]
             logger.info("deleted %s", dep.name)
             dep.drained.set()
+
+    def _hold_slots(self, dep: Deployment, node_id: str, gpus: int) -> None:
+        """Take ``gpus`` more GPU slots on ``node_id`` for ``dep`` (negative: give them back)."""
+        self._slots_used[node_id] += gpus
+        self._sample(dep, node_id)
 
     def _sample(self, dep: Deployment, node_id: str) -> None:
         self.recorder.sample("instances", dep.name, len(dep.instances))
