@@ -10,8 +10,10 @@ Everything runs on the server's event loop and never blocks it: loads and forwar
 workers' threads; a request that needs a cold start waits on a future that the load resolves (no
 polling); keep-alive expiries are ``loop.call_later`` timers at the time the autoscaler names.
 
-Lifecycle of an instance: ``loading`` → ``idle`` ⇄ ``ready`` (serving at least one request) →
-``releasing`` → gone. Requests queue per deployment, first come first served; an instance pulls the
+The entities it changes are in :mod:`live.state` (with the instances' lifecycle), what the core
+sees of them in :mod:`live.scheduler_views`, the deployments' validation and persistence in
+:mod:`live.deployments`, checkpoint import in :mod:`live.checkpoint_import`, what ``GET /status``
+shows in :mod:`live.status`. Requests queue per deployment, first come first served; an instance pulls the
 next queued request whenever it has room (``backend_config.max_batch_size`` concurrent requests).
 A failed load fails the requests queued for its model at that moment (with the reason), frees its
 slot, and the server goes on serving. Deleting a deployment drains it: queued and running requests
@@ -46,168 +48,33 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sllmsim.catalog import model_depth
-from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, parse_deploy_config
+from sllmsim.config.deploy import deploy_config_to_dict, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec
-from sllmsim.core.autoscale import IdleInstance, ScalingContext, decide_scaling, make_autoscale_policy, surplus_idle
-from sllmsim.core.migration import MigrationMove, movable_from_s
+from sllmsim.core.autoscale import decide_scaling, make_autoscale_policy
+from sllmsim.core.migration import MigrationMove
 from sllmsim.core.placement import PlacementOption, make_placement_policy, place
 from sllmsim.core.room import worth_attempting
-from sllmsim.core.registration import Registrar, Registration, check_fits_cluster
-from sllmsim.core.snapshot import ClusterView, IdleInstanceView, ModelView, RunningInstanceView
-from sllmsim.core.views import node_view
-from sllmsim.errors import ConfigError, SllmsimError
+from sllmsim.core.snapshot import ClusterView, ModelView
+from sllmsim.errors import SllmsimError
 from sllmsim.records import Phase, RequestRecord
 
+from live import scheduler_views
+from live.checkpoint_import import CheckpointImporter
+from live.deployments import check_for_live, check_update, save_deployments, saved_deployments
+from live.errors import ConflictError, LoadFailedError, UnknownModelError
 from live.generation import GenerationInputError, GenerationRequest
 from live.metrics_prom import GaugeState, LiveMetrics
-from live.migration import MIGRATING, RESUMING, MigrationSettings, RunningRequest, take_over
+from live.migration import MigrationSettings, RunningRequest, take_over
 from live.records import LiveRecorder
-from live.state_file import StateWriteError, read_state, write_state
-from live.store import StoreError, validate_model_name
-from live.worker import Finished, GenerationEvent, NodeWorker, Paused, PromptAccepted, TextDelta, WorkerError
+from live.state import RECORDED_PHASES, Deployment, Instance, Ticket, Waiter
+from live.status import gauge_state, model_status, node_status
+from live.worker import Finished, GenerationEvent, NodeWorker, Paused, PromptAccepted, TextDelta
 
 logger = logging.getLogger("sllmsim.live")
-
-#: File under the storage folder where deployments are kept across restarts.
-DEPLOYMENTS_FILE = "deployments.json"
-_DEPLOYMENTS_VERSION = 1
-#: Largest ``backend_config.max_batch_size``: each running request holds a thread and a KV cache.
-MAX_BATCH_SIZE = 256
-#: Largest ``auto_scaling_config.max_instances`` (more than any cluster here can hold; a bound so that
-#: a mistyped number is an error rather than an unbounded plan).
-MAX_INSTANCES = 1024
-
-
-class UnknownModelError(SllmsimError):
-    """A request or command names a model that is not deployed (HTTP 404)."""
-
-    def __init__(self, model: str, deployed: list[str], note: str = ""):
-        self.model = model
-        self.deployed = deployed
-        listing = ", ".join(deployed) if deployed else "none"
-        super().__init__(f"model {model!r} is not deployed{note}; deployed models: {listing}")
-
-
-class ConflictError(SllmsimError):
-    """A deploy of a name that is already deployed or still being deleted (HTTP 409)."""
-
-
-class LoadFailedError(SllmsimError):
-    """The instance that a request waited for failed to load (HTTP 500 with the reason)."""
-
-
-def check_model_name(name: str, source: str, field: str = "model") -> None:
-    """Reject names that could escape the store folder (``../x``, absolute paths), naming the field."""
-    try:
-        validate_model_name(name)
-    except StoreError as exc:
-        raise ConfigError(source, field, str(exc)) from None
-
-
-class _ImportProgress:
-    """Logs a long import's progress every 10% (called from the import thread)."""
-
-    #: Imports smaller than this finish too fast to be worth a progress line.
-    MIN_BYTES = 256 * 1024**2
-
-    def __init__(self, model: str):
-        self.model = model
-        self.next_tenth = 1
-
-    def __call__(self, done_bytes: int, total_bytes: int) -> None:
-        if total_bytes < self.MIN_BYTES:
-            return
-        while done_bytes * 10 >= self.next_tenth * total_bytes and self.next_tenth <= 10:
-            logger.info("importing %s: %d%% of %.2f GiB", self.model, self.next_tenth * 10, total_bytes / 1024**3)
-            self.next_tenth += 1
-
-
-@dataclass(eq=False)
-class Instance:
-    """One loaded (or loading) copy of a deployment's model on one node."""
-
-    instance_id: str
-    deployment: Deployment
-    node_id: str
-    num_gpus: int
-    capacity: int
-    """Requests it serves at once (``backend_config.max_batch_size``)."""
-    placed_s: float
-    phase: str = "loading"
-    """``loading``, ``idle``, ``ready``, ``releasing``; in a migration ``migrating`` (source) or
-    ``resuming`` (destination)."""
-    phase_since_s: float = 0.0
-    active: int = 0
-    tier: str = ""
-    nbytes: int = 0
-    ready_s: float | None = None
-    estimate_s: float = 0.0
-    """The scheduler's startup estimate when it was placed."""
-    load_detail: str = ""
-    """The last load phase that finished (for status)."""
-    task: asyncio.Task | None = None
-    running: dict[int, RunningRequest] = field(default_factory=dict)
-    """Its requests that are decoding, by request id."""
-    migration_failed: bool = False
-    """A move of this instance failed: it is not offered for migration again."""
-    slots_held: int | None = None
-    """For an instance waiting for a migration to free its node: the GPU slots it holds so far
-    (None for an instance placed on free slots, which holds all of them from the start)."""
-    tier_planned: str = ""
-    """The tier the scheduler expected it to load from."""
-    moves_in: int = 0
-    """Requests still being moved onto it: until they arrive it takes no other request, is not
-    released and is not moved itself."""
-
-
-@dataclass(eq=False)
-class Waiter:
-    """A request waiting for an instance with room."""
-
-    future: asyncio.Future
-    record: RequestRecord
-
-
-@dataclass(eq=False)
-class Deployment:
-    """A deployed model: its config, where its checkpoint lives in the store, and its instances."""
-
-    config: DeployConfig
-    raw: dict
-    """The deploy config as the user sent it (persisted as is)."""
-    store_key: str
-    size_bytes: int
-    num_layers: int = 0
-    """Depth the placement estimates price the per-layer load cost with (0: unknown)."""
-    instances: dict[str, Instance] = field(default_factory=dict)
-    queue: deque[Waiter] = field(default_factory=deque)
-    in_flight: int = 0
-    draining: bool = False
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    timer: asyncio.TimerHandle | None = None
-    last_load_error: str = ""
-    """Why its last load failed ("" once one succeeds): shown in status."""
-
-    @property
-    def name(self) -> str:
-        return self.config.model
-
-
-@dataclass(eq=False)
-class Ticket:
-    """A request admitted onto an instance; :meth:`Controller.generate` runs it."""
-
-    record: RequestRecord
-    instance: Instance
-    cold_start: bool
-    started: bool = False
-    finished: bool = False
 
 
 class Controller:
@@ -228,8 +95,8 @@ class Controller:
         self.reclaim_idle = reclaim_idle
         """Whether a model that finds no free slot may take the slots of idle instances of other models."""
         self._migration = migration or MigrationSettings()
-        self._autoscale = make_autoscale_policy(autoscale)
-        self._registrar = Registrar(cluster.node_ids)
+        self._autoscaler = make_autoscale_policy(autoscale)
+        self._checkpoints = CheckpointImporter(cluster, workers, registry)
         self._deployments: dict[str, Deployment] = {}
         self._reserved_names: set[str] = set()
         self.deploy_history: list[dict] = []
@@ -248,18 +115,10 @@ class Controller:
         """Bind to the running loop and restore the deployments persisted in the storage folder."""
         self._loop = asyncio.get_running_loop()
         self.recorder.capture_scheduler_log()
-        path = self.storage_dir / DEPLOYMENTS_FILE
-        state = read_state(path)
-        saved = state.get("deployments") if state is not None else None
-        if not isinstance(saved, list):
-            if state is not None:
-                logger.error("%s holds no list of deployments; starting with none", path)
-            return
-        for entry in saved:
-            raw = entry.get("config") if isinstance(entry, dict) else None
+        path, saved = saved_deployments(self.storage_dir)
+        for raw, store_key in saved:
             try:
-                await self.deploy(raw, source=f"{path} (restoring)", store_key=entry.get("store_key"),
-                                  persist=False)
+                await self.deploy(raw, source=f"{path} (restoring)", store_key=store_key, persist=False)
                 logger.info("restored deployment %s", raw.get("model") if isinstance(raw, dict) else raw)
             except SllmsimError as exc:
                 logger.error("could not restore a deployment: %s", exc)
@@ -278,8 +137,8 @@ class Controller:
                     await task
         for dep in list(self._deployments.values()):
             for inst in list(dep.instances.values()):
-                if inst.phase != "releasing":
-                    self._set_phase(inst, "releasing")
+                if inst.alive:
+                    self._set_phase(inst, Phase.RELEASING)
                     await self._do_release(inst)
         for worker in self.workers.values():
             await worker.close()
@@ -291,84 +150,11 @@ class Controller:
         """Names of the deployments that accept requests."""
         return [name for name, dep in self._deployments.items() if not dep.draining]
 
-    def _check_for_live(self, cfg: DeployConfig) -> None:
-        src = cfg.source
-        check_model_name(cfg.model, src)
-        if cfg.backend != "transformers":
-            raise ConfigError(src, "backend", f"live mode serves only 'transformers' models, got {cfg.backend!r}")
-        if cfg.backend_config.torch_dtype in ("int8", "uint8", "float64"):
-            raise ConfigError(src, "backend_config.torch_dtype",
-                              f"live mode loads float16, bfloat16 or float32 weights (or 'auto'), got "
-                              f"{cfg.backend_config.torch_dtype!r}")
-        check_fits_cluster(cfg, self.cluster)
-        pc = cfg.placement_config
-        allowed = [n for n in self.cluster.nodes if pc.target_nodes is None or n.node_id in pc.target_nodes]
-        most = max((n.num_gpus for n in allowed), default=0)
-        if cfg.num_gpus > most:
-            raise ConfigError(src, "num_gpus", f"{cfg.num_gpus} GPUs per instance, but the allowed nodes have at most {most}")
-        if cfg.backend_config.max_batch_size > MAX_BATCH_SIZE:
-            raise ConfigError(src, "backend_config.max_batch_size",
-                              f"at most {MAX_BATCH_SIZE} requests per instance, got {cfg.backend_config.max_batch_size}")
-        asc = cfg.auto_scaling_config
-        if asc.max_instances > MAX_INSTANCES:
-            raise ConfigError(src, "auto_scaling_config.max_instances",
-                              f"at most {MAX_INSTANCES} instances per model, got {asc.max_instances}")
-        room = sum(n.num_gpus // cfg.num_gpus for n in allowed)
-        if asc.min_instances > room:
-            raise ConfigError(src, "auto_scaling_config.min_instances",
-                              f"{asc.min_instances} instances of {cfg.num_gpus} GPU(s) each must always run, but the "
-                              f"allowed nodes hold at most {room}")
-
-    async def _prepare_checkpoint(self, cfg: DeployConfig, store_key: str | None) -> tuple[str, int]:
-        """The store key of the deployment's checkpoint and its size in bytes.
-
-        A local folder is imported into the store under the deployment's name; a name already in the
-        store is used as it is. Then registration (:class:`~sllmsim.core.registration.Registrar`, as
-        the reference's store manager) puts it on the disks of ``placement_config.local_disk`` (else
-        of one node chosen round-robin in deploy order), each copy throttled to that node's network
-        bandwidth as a network-tier load is, and into the host memory of the ``memory_pool`` nodes,
-        before the deploy answers. A restored deployment reuses its stored copies (the round robin
-        still advances, so deploys after a restart continue its order).
-        """
-        field_name = "backend_config.pretrained_model_name_or_path"
-        registration = self._registrar.register(cfg.placement_config)
-        if store_key is not None and self.registry.is_imported(store_key):
-            try:
-                await asyncio.gather(*(worker.prepare(store_key) for worker in self.workers.values()))
-            except WorkerError as exc:
-                raise ConfigError(cfg.source, field_name, str(exc)) from None
-            return store_key, int(self.registry.model_bytes(store_key))
-        try:
-            source = self.registry.resolve(cfg.backend_config.pretrained_model_name_or_path)
-            key = source.store_name or cfg.model
-            nbytes = await asyncio.to_thread(self.registry.import_model, key, source, (), _ImportProgress(key))
-            await asyncio.gather(*(worker.prepare(key) for worker in self.workers.values()))
-            await self._register_copies(key, registration)
-        except (StoreError, WorkerError) as exc:
-            raise ConfigError(cfg.source, field_name, str(exc)) from None
-        return key, int(nbytes)
-
-    async def _register_copies(self, key: str, registration: Registration) -> None:
-        """Put ``key`` where registration says: disks first (one copy per node, in parallel, each
-        throttled like a download), then host memory."""
-        specs = {n.node_id: n for n in self.cluster.nodes}
-
-        def to_disk(node_id: str) -> int:
-            return self.registry.node(node_id).place_on_disk(key, specs[node_id].network_bandwidth_bytes_per_s)
-
-        await asyncio.gather(*(asyncio.to_thread(to_disk, n) for n in registration.disk_nodes))
-        for node_id in registration.host_nodes:
-            await asyncio.to_thread(self.registry.node(node_id).place_in_host, key)
-        if registration.disk_nodes:
-            logger.info("registered %s on the disk of node(s) %s%s", key, ", ".join(registration.disk_nodes),
-                        f" and in the host memory of node(s) {', '.join(registration.host_nodes)}"
-                        if registration.host_nodes else "")
-
     async def deploy(self, raw, source: str = "deploy request", store_key: str | None = None,
                      persist: bool = True) -> dict:
         """Register a deployment from a deploy config (the spec's file, unchanged)."""
         cfg = parse_deploy_config(raw, source)
-        self._check_for_live(cfg)
+        check_for_live(cfg, self.cluster)
         if cfg.model in self._deployments or cfg.model in self._reserved_names:
             dep = self._deployments.get(cfg.model)
             what = "is being deleted; wait and deploy again" if dep and dep.draining else \
@@ -376,7 +162,7 @@ class Controller:
             raise ConflictError(f"model {cfg.model!r} {what}")
         self._reserved_names.add(cfg.model)
         try:
-            key, size = await self._prepare_checkpoint(cfg, store_key)
+            key, size = await self._checkpoints.prepare(cfg, store_key)
         finally:
             self._reserved_names.discard(cfg.model)
         # The deploy config's depth, else the stored checkpoint's own config.json (the model live mode
@@ -385,11 +171,9 @@ class Controller:
         dep = Deployment(config=cfg, raw=raw, store_key=key, size_bytes=size, num_layers=depth)
         self._deployments[cfg.model] = dep
         if persist:
-            try:
-                self._persist()
-            except StateWriteError:
+            def undo() -> None:
                 del self._deployments[cfg.model]  # not live: a retry deploys it
-                raise
+            self._persist(undo)
         self.deploy_history.append(deploy_config_to_dict(cfg))
         logger.info("deployed %s (%s, %d bytes)", cfg.model, key, size)
         self._rescale(dep)  # starts min_instances, if any
@@ -398,29 +182,18 @@ class Controller:
     async def update(self, raw, source: str = "update request") -> dict:
         """Change a deployment's autoscaling and placement; the checkpoint and backend must not change."""
         cfg = parse_deploy_config(raw, source)
-        self._check_for_live(cfg)
+        check_for_live(cfg, self.cluster)
         dep = self._deployments.get(cfg.model)
         if dep is None or dep.draining:
             raise UnknownModelError(cfg.model, self.deployed_models())
-        old = dep.config
-        for field_name, before, after in (
-            ("backend", old.backend, cfg.backend),
-            ("num_gpus", old.num_gpus, cfg.num_gpus),
-            ("backend_config.pretrained_model_name_or_path", old.backend_config.pretrained_model_name_or_path,
-             cfg.backend_config.pretrained_model_name_or_path),
-            ("backend_config.torch_dtype", old.backend_config.torch_dtype, cfg.backend_config.torch_dtype),
-        ):
-            if before != after:
-                raise ConfigError(source, field_name, f"cannot change from {before!r} to {after!r} on a deployed "
-                                  "model; delete it and deploy again")
+        check_update(dep.config, cfg, source)
         before = dep.config, dep.raw
         dep.config = cfg
         dep.raw = raw
-        try:
-            self._persist()
-        except StateWriteError:
+
+        def undo() -> None:
             dep.config, dep.raw = before
-            raise
+        self._persist(undo)
         self.deploy_history.append(deploy_config_to_dict(cfg))
         self._rescale(dep)
         return self._model_status(dep)
@@ -445,25 +218,21 @@ class Controller:
         fresh = [dep for dep in deps if not dep.draining]
         for dep in fresh:
             dep.draining = True
-        try:
-            self._persist()
-        except StateWriteError:
+
+        def undo() -> None:
             for dep in fresh:  # still deployed, still serving: a retry deletes them
                 dep.draining = False
-            raise
+        self._persist(undo)
         for dep in deps:
             self._rescale(dep)
             self._check_drained(dep)
         await asyncio.gather(*(dep.drained.wait() for dep in deps))
         return [dep.name for dep in deps]
 
-    def _persist(self) -> None:
-        """Write the deployments (not those being deleted) durably to the storage folder (the previous
-        state is kept); raises :class:`~live.state_file.StateWriteError`, the caller rolls back."""
-        data = {"version": _DEPLOYMENTS_VERSION,
-                "deployments": [{"config": dep.raw, "store_key": dep.store_key}
-                                for dep in self._deployments.values() if not dep.draining]}
-        write_state(self.storage_dir / DEPLOYMENTS_FILE, data)
+    def _persist(self, undo) -> None:
+        """Save the deployments to the storage folder; when that fails, ``undo()`` rolls back the
+        change and :class:`~live.state_file.StateWriteError` goes to the client."""
+        save_deployments(self.storage_dir, self._deployments.values(), undo)
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -579,19 +348,13 @@ class Controller:
         inst.active -= 1
         self.recorder.finished(rec)
         self.metrics.on_request(dep.name, status, rec.latency_s, rec.ttft_s, rec.input_tokens, rec.output_tokens)
-        if inst.active == 0 and inst.phase == "ready":
-            self._set_phase(inst, "idle")
-        self._dispatch(dep)
-        self._rescale(dep)
-        self._offer_if_idle(inst)
-        self._check_drained(dep)
+        if inst.active == 0 and inst.phase == Phase.READY:
+            self._set_phase(inst, Phase.IDLE)
+        self._on_room(inst)
 
     def _request_gone(self, dep: Deployment, rec: RequestRecord, reason: str) -> None:
         """Account for a queued request that leaves without being served."""
-        dep.in_flight -= 1
-        rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
-        self.recorder.finished(rec)
-        self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
+        self._record_unserved(dep, rec, reason)
         self._rescale(dep)
         self._check_drained(dep)
 
@@ -599,15 +362,15 @@ class Controller:
         """The loaded instance with the most room (then the longest-ready), if any has room."""
         best = None
         for inst in dep.instances.values():
-            if inst.phase in ("idle", "ready") and inst.active < inst.capacity and not inst.moves_in:
+            if inst.has_room:
                 if best is None or (inst.active, inst.ready_s) < (best.active, best.ready_s):
                     best = inst
         return best
 
     def _occupy(self, inst: Instance) -> None:
         inst.active += 1
-        if inst.phase == "idle":
-            self._set_phase(inst, "ready")
+        if inst.phase == Phase.IDLE:
+            self._set_phase(inst, Phase.READY)
 
     def _dispatch(self, dep: Deployment) -> None:
         """Hand queued requests, in arrival order, to instances with room."""
@@ -621,38 +384,38 @@ class Controller:
             self._occupy(inst)
             waiter.future.set_result(inst)
 
+    def _on_room(self, inst: Instance) -> None:
+        """``inst`` may have room (it loaded, a request finished, a move ended): hand it queued
+        requests, rescale its deployment, offer it if idle, and end a drain that is complete."""
+        dep = inst.deployment
+        self._dispatch(dep)
+        self._rescale(dep)
+        self._offer_if_idle(inst)
+        self._check_drained(dep)
+
     def _fail_waiters(self, dep: Deployment, reason: str) -> None:
         while dep.queue:
             waiter = dep.queue.popleft()
             if waiter.future.done():
                 continue
-            dep.in_flight -= 1
-            rec = waiter.record
-            rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
-            self.recorder.finished(rec)
-            self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
+            self._record_unserved(dep, waiter.record, reason)
             waiter.future.set_exception(LoadFailedError(reason))
 
-    # --- scaling and placement ------------------------------------------------------------------
+    def _record_unserved(self, dep: Deployment, rec: RequestRecord, reason: str) -> None:
+        """Record a request that leaves the queue failed, never served, for ``reason``."""
+        dep.in_flight -= 1
+        rec.status, rec.reason, rec.finish_s = "failed", reason, self.recorder.now_s()
+        self.recorder.finished(rec)
+        self.metrics.on_request(dep.name, "failed", None, None, 0, 0)
 
-    def _scaling_context(self, dep: Deployment, now: float) -> ScalingContext:
-        cfg = dep.config.auto_scaling_config
-        if dep.draining:
-            cfg = replace(cfg, min_instances=0, keep_alive=0.0)
-        alive = [i for i in dep.instances.values() if i.phase != "releasing"]
-        return ScalingContext(
-            model=dep.name, now_s=now, in_flight=dep.in_flight, instances=len(alive),
-            idle=tuple(IdleInstance(i.instance_id, i.phase_since_s) for i in alive
-                       if i.phase == "idle" and not i.moves_in),
-            config=cfg,
-        )
+    # --- scaling and placement ------------------------------------------------------------------
 
     def _rescale(self, dep: Deployment) -> None:
         """Ask the core's autoscaler what ``dep`` needs now, and carry it out."""
         if self._closing or self._deployments.get(dep.name) is not dep:
             return
         now = self.recorder.now_s()
-        decision = decide_scaling(self._autoscale, self._scaling_context(dep, now))
+        decision = decide_scaling(self._autoscaler, scheduler_views.scaling_context(dep, now))
         for instance_id in decision.release:
             self._release(dep.instances[instance_id])
         for _ in range(decision.start):
@@ -671,66 +434,23 @@ class Controller:
     def _offer_if_idle(self, inst: Instance) -> None:
         """With ``reclaim_idle``, an instance that just became idle may be what a waiting model needs:
         let every deployment short of instances try again (without it they retry when a slot frees)."""
-        if self.reclaim_idle and inst.phase == "idle" and not self._closing:
+        if self.reclaim_idle and inst.phase == Phase.IDLE and not self._closing:
             self._rescale_all()
 
-    def _idle_views(self) -> dict[str, list[IdleInstanceView]]:
-        """Per node, the idle instances whose keep-alive may be cut short: those the core's autoscaler
-        would release now if their keep-alive were over. An instance that ``min_instances`` (or the
-        requests in flight) keeps is not offered: releasing it would only start another copy."""
-        out: dict[str, list[IdleInstanceView]] = {n.node_id: [] for n in self.cluster.nodes}
-        now = self.recorder.now_s()
-        for dep in self._deployments.values():
-            ctx = self._scaling_context(dep, now)
-            if not ctx.idle:
-                continue
-            for instance_id in surplus_idle(self._autoscale, ctx):
-                inst = dep.instances[instance_id]
-                out[inst.node_id].append(IdleInstanceView(instance_id, dep.name, inst.num_gpus, inst.phase_since_s))
-        return out
-
     def _movable(self, inst: Instance) -> bool:
-        """Whether a migration may move ``inst``: it serves requests that are all decoding, no move
-        of it is under way or has failed, and it has passed the core's thrash guard (as in the
-        simulator: it has served for as long as it took to start)."""
-        if (inst.phase != "ready" or inst.migration_failed or inst.moves_in or inst.active == 0
-                or len(inst.running) != inst.active or inst.ready_s is None
-                or self.recorder.now_s() < movable_from_s(inst.placed_s, inst.ready_s)):
-            return False
-        return all(r.accepted and not r.closed for r in inst.running.values())
-
-    def _running_views(self) -> dict[str, list[RunningInstanceView]]:
-        """Per node, the instances a migration may move, with their tokens so far."""
-        out: dict[str, list[RunningInstanceView]] = {n.node_id: [] for n in self.cluster.nodes}
-        for dep in self._deployments.values():
-            model = None
-            for inst in dep.instances.values():
-                if self._movable(inst):
-                    model = model or self._model_view(dep)
-                    tokens = sum(r.tokens_so_far for r in inst.running.values())
-                    out[inst.node_id].append(RunningInstanceView(inst.instance_id, model, tokens))
-        return out
+        """Whether a migration may move ``inst`` now (:func:`live.scheduler_views.movable`)."""
+        return scheduler_views.movable(inst, self.recorder.now_s())
 
     def cluster_view(self) -> ClusterView:
         """The scheduler's snapshot: slots in use, and which deployments' checkpoints each node holds
         (with migration enabled, also the instances each node could move away; with ``reclaim_idle``,
         the idle instances whose slots it could take)."""
-        running = self._running_views() if self.enable_migration else {}
-        idle = self._idle_views() if self.reclaim_idle else {}
-        nodes = []
-        for spec in self.cluster.nodes:
-            state = self.workers[spec.node_id].storage_state()
-            host = frozenset(d.name for d in self._deployments.values() if d.store_key in state.host_models)
-            disk = frozenset(d.name for d in self._deployments.values() if d.store_key in state.disk_models)
-            nodes.append(node_view(spec, spec.num_gpus - self._slots_used[spec.node_id], host, disk,
-                                   state.io_backlog_s, tuple(running.get(spec.node_id, ())),
-                                   tuple(idle.get(spec.node_id, ()))))
-        return ClusterView(tuple(nodes))
-
-    def _model_view(self, dep: Deployment) -> ModelView:
-        cfg = dep.config
-        return ModelView(name=dep.name, size_bytes=dep.size_bytes, num_gpus=cfg.num_gpus,
-                         target_nodes=cfg.placement_config.target_nodes, num_layers=dep.num_layers)
+        deployments = self._deployments.values()
+        running = scheduler_views.running_views(deployments, self.cluster, self._movable) \
+            if self.enable_migration else {}
+        idle = scheduler_views.idle_views(deployments, self.cluster, self._autoscaler, self.recorder.now_s()) \
+            if self.reclaim_idle else {}
+        return scheduler_views.cluster_view(self.cluster, self.workers, deployments, self._slots_used, running, idle)
 
     def _worth_placing(self, model: ModelView, cluster: ClusterView) -> bool:
         """Whether some node can host ``model``, now or after making room: checked before
@@ -740,26 +460,31 @@ class Controller:
         return worth_attempting(model, cluster, confirm=self._placement if self.enable_migration else None)
 
     def _start_instance(self, dep: Deployment) -> bool:
-        model = self._model_view(dep)
+        model = scheduler_views.model_view(dep)
         cluster = self.cluster_view()
         if not self._worth_placing(model, cluster):
             return False
         option = place(self._placement, model, cluster, reclaim_idle=self.reclaim_idle)
         if option is None:
             return False
-        now = self.recorder.now_s()
-        inst = Instance(instance_id=f"{dep.name}-{next(self._instance_ids)}", deployment=dep,
-                        node_id=option.node_id, num_gpus=dep.config.num_gpus,
-                        capacity=dep.config.backend_config.max_batch_size, placed_s=now, phase_since_s=now,
-                        estimate_s=option.estimate_s, tier_planned=option.tier.value)
-        dep.instances[inst.instance_id] = inst
+        inst = self._new_instance(dep, option.node_id, dep.config.num_gpus, dep.config.backend_config.max_batch_size,
+                                  option.estimate_s, option.tier.value)
         if option.reclaim or (option.migration is not None and option.migration.moves):
             self._make_room(inst, option)
             return True
-        self._slots_used[option.node_id] += inst.num_gpus
-        self._sample(dep, inst.node_id)
+        self._hold_slots(dep, option.node_id, inst.num_gpus)
         inst.task = self._loop.create_task(self._load(inst))
         return True
+
+    def _new_instance(self, dep: Deployment, node_id: str, num_gpus: int, capacity: int, estimate_s: float,
+                      tier_planned: str) -> Instance:
+        """A new instance of ``dep`` placed on ``node_id`` now (loading; its slots are the caller's to take)."""
+        now = self.recorder.now_s()
+        inst = Instance(instance_id=f"{dep.name}-{next(self._instance_ids)}", deployment=dep, node_id=node_id,
+                        num_gpus=num_gpus, capacity=capacity, placed_s=now, phase_since_s=now,
+                        estimate_s=estimate_s, tier_planned=tier_planned)
+        dep.instances[inst.instance_id] = inst
+        return inst
 
     async def _load_checkpoint(self, inst: Instance) -> str | None:
         """Load ``inst``'s model on its node; None when it is loaded, else the reason it failed (the
@@ -779,11 +504,8 @@ class Controller:
             logger.error(reason)
             dep.last_load_error = reason
             self.metrics.on_load_failed(dep.name)
-            now = self.recorder.now_s()
-            self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now)
-            del dep.instances[inst.instance_id]
-            self._slots_used[inst.node_id] -= inst.num_gpus
-            self._sample(dep, inst.node_id)
+            self._forget(inst)
+            self._hold_slots(dep, inst.node_id, -inst.num_gpus)
             return reason
         now = self.recorder.now_s()
         dep.last_load_error = ""
@@ -802,11 +524,8 @@ class Controller:
             self._rescale_all()
             self._check_drained(dep)
             return
-        self._set_phase(inst, "idle")
-        self._dispatch(dep)
-        self._rescale(dep)
-        self._offer_if_idle(inst)
-        self._check_drained(dep)
+        self._set_phase(inst, Phase.IDLE)
+        self._on_room(inst)
 
     # --- live migration -------------------------------------------------------------------------
 
@@ -829,8 +548,7 @@ class Controller:
         node = inst.node_id
         free = self._node_gpus(node) - self._slots_used[node]
         inst.slots_held = max(0, min(free, inst.num_gpus))
-        self._slots_used[node] += inst.slots_held
-        self._sample(inst.deployment, node)
+        self._hold_slots(inst.deployment, node, inst.slots_held)
         waits = []
         if option.reclaim:
             inst.load_detail = "waiting for idle instances to unload"
@@ -842,7 +560,7 @@ class Controller:
                             victim.instance_id, victim.deployment.name, node, inst.deployment.name,
                             max(0.0, victim.phase_since_s + keep_alive_s - now), keep_alive_s)
                 # Claimed now: out of the idle phase, so neither dispatch nor the autoscaler sees it.
-                self._set_phase(victim, "releasing")
+                self._set_phase(victim, Phase.RELEASING)
                 victim.task = self._loop.create_task(self._release_to(victim, inst))
                 waits.append(victim.task)
             for victim_dep in dict.fromkeys(v.deployment for v in victims):
@@ -865,14 +583,9 @@ class Controller:
     def _plan_destination(self, src: Instance, move: MigrationMove) -> Instance:
         """Stop ``src`` from taking requests and reserve its destination instance's slots."""
         dep = src.deployment
-        self._set_phase(src, MIGRATING)
-        now = self.recorder.now_s()
-        dest = Instance(instance_id=f"{dep.name}-{next(self._instance_ids)}", deployment=dep, node_id=move.to_node,
-                        num_gpus=src.num_gpus, capacity=src.capacity, placed_s=now, phase_since_s=now,
-                        estimate_s=move.load_s, tier_planned=move.tier.value)
-        dep.instances[dest.instance_id] = dest
-        self._slots_used[move.to_node] += dest.num_gpus
-        self._sample(dep, move.to_node)
+        self._set_phase(src, Phase.MIGRATING)
+        dest = self._new_instance(dep, move.to_node, src.num_gpus, src.capacity, move.load_s, move.tier.value)
+        self._hold_slots(dep, move.to_node, dest.num_gpus)
         return dest
 
     async def _move(self, src: Instance, dest: Instance, move: MigrationMove, target: Instance) -> bool:
@@ -882,7 +595,7 @@ class Controller:
         started_s = self.recorder.now_s()
         reason = await self._load_checkpoint(dest)
         if reason is None:
-            self._set_phase(dest, RESUMING)
+            self._set_phase(dest, Phase.RESUMING)
             runs = list(src.running.values())
             dest.moves_in = len(runs)
             results = await asyncio.gather(*(self._move_request(run, src, dest) for run in runs),
@@ -891,11 +604,9 @@ class Controller:
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
                 reason = f"handing a request over failed: {failures[0]}"
-            if dest.phase == RESUMING or (dest.phase == "ready" and not dest.active):
-                self._set_phase(dest, "ready" if dest.active else "idle")
-            self._dispatch(dep)
-            self._rescale(dep)
-            self._offer_if_idle(dest)
+            if dest.phase == Phase.RESUMING or (dest.phase == Phase.READY and not dest.active):
+                self._set_phase(dest, Phase.READY if dest.active else Phase.IDLE)
+            self._on_room(dest)
         if reason is None and src.active == 0 and not self._closing:
             logger.info("moved instance %s of %s from node %s to node %s as %s in %.3f s (estimated %.3f s)",
                         src.instance_id, dep.name, src.node_id, dest.node_id, dest.instance_id,
@@ -908,12 +619,10 @@ class Controller:
         src.migration_failed = True
         # It served throughout: the attempt is recorded as ready time, so that a `migrating` phase
         # always means an instance that moved (as the simulator's records and metrics count them).
-        src.phase = "ready"
+        src.phase = Phase.READY
         if not src.active:
-            self._set_phase(src, "idle")
-        self._dispatch(dep)
-        self._rescale(dep)
-        self._offer_if_idle(src)
+            self._set_phase(src, Phase.IDLE)
+        self._on_room(src)
         return False
 
     async def _move_request(self, run: RunningRequest, src: Instance, dest: Instance) -> None:
@@ -923,8 +632,8 @@ class Controller:
             src.running.pop(rec.request_id, None)
             src.active -= 1
             ticket.instance = dest
-            if dest.phase == RESUMING:  # the first hand-over: from now on it serves
-                self._set_phase(dest, "ready")
+            if dest.phase == Phase.RESUMING:  # the first hand-over: from now on it serves
+                self._set_phase(dest, Phase.READY)
             self._occupy(dest)
             dest.running[rec.request_id] = run
             rec.migrated = True
@@ -942,8 +651,8 @@ class Controller:
         """Release a migrated-away (or reclaimed idle) instance; its slots go to ``target`` as far as
         it still needs them."""
         dep = src.deployment
-        if src.phase != "releasing":
-            self._set_phase(src, "releasing")
+        if src.alive:
+            self._set_phase(src, Phase.RELEASING)
         await self._unload(src)
         freed = src.num_gpus
         if (target.slots_held is not None and target.node_id == src.node_id and not self._closing
@@ -951,8 +660,7 @@ class Controller:
             taken = min(freed, target.num_gpus - target.slots_held)
             target.slots_held += taken
             freed -= taken
-        self._slots_used[src.node_id] -= freed
-        self._sample(dep, src.node_id)
+        self._hold_slots(dep, src.node_id, -freed)
         if freed:
             self._rescale_all()
         self._check_drained(dep)
@@ -962,60 +670,62 @@ class Controller:
         place its model again."""
         dep = inst.deployment
         await asyncio.gather(*waits, return_exceptions=True)
-        now = self.recorder.now_s()
-        self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.QUEUED.value, inst.placed_s, now,
-                            tier=inst.tier_planned)
+        self._record_phase(inst, Phase.QUEUED, inst.placed_s, self.recorder.now_s(), tier=inst.tier_planned)
         if inst.slots_held >= inst.num_gpus and not self._closing:
             inst.slots_held = None
             await self._load(inst)
             return
         logger.warning("making room for %s on node %s did not free its GPUs; placing it again", dep.name,
                        inst.node_id)
-        self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now)
-        dep.instances.pop(inst.instance_id, None)
-        self._slots_used[inst.node_id] -= inst.slots_held
+        self._forget(inst)
+        self._hold_slots(dep, inst.node_id, -inst.slots_held)
         inst.slots_held = 0
-        self._sample(dep, inst.node_id)
         self._rescale_all()
         self._check_drained(dep)
 
     def _on_load_phase(self, inst: Instance, timing) -> None:
-        phase = getattr(timing.phase, "value", timing.phase)
+        phase = Phase(timing.phase)
         tier = getattr(timing, "tier", "")
-        inst.load_detail = str(phase)
-        self.recorder.phase(inst.instance_id, inst.deployment.name, inst.node_id, str(phase),
-                            self.recorder.run_time_s(timing.start_s), self.recorder.run_time_s(timing.end_s),
-                            tier=str(getattr(tier, "value", tier) or ""), nbytes=int(getattr(timing, "nbytes", 0)))
+        inst.load_detail = phase.value
+        self._record_phase(inst, phase, self.recorder.run_time_s(timing.start_s),
+                           self.recorder.run_time_s(timing.end_s), tier=str(getattr(tier, "value", tier) or ""),
+                           nbytes=int(getattr(timing, "nbytes", 0)))
 
-    def _set_phase(self, inst: Instance, phase: str) -> None:
-        """Move ``inst`` to ``phase``, recording the ready/idle period that ends."""
+    def _record_phase(self, inst: Instance, phase: Phase, start_s: float, end_s: float, tier: str = "",
+                      nbytes: int = 0) -> None:
+        self.recorder.phase(inst.instance_id, inst.deployment.name, inst.node_id, phase.value, start_s, end_s,
+                            tier=tier, nbytes=nbytes)
+
+    def _set_phase(self, inst: Instance, phase: Phase) -> None:
+        """Move ``inst`` to ``phase``, recording the ready/idle (migrating/resuming) period that ends."""
         now = self.recorder.now_s()
-        if inst.phase in ("ready", "idle", MIGRATING, RESUMING):
-            self.recorder.phase(inst.instance_id, inst.deployment.name, inst.node_id, inst.phase,
-                                inst.phase_since_s, now, tier=inst.tier)
+        if inst.phase in RECORDED_PHASES:
+            self._record_phase(inst, inst.phase, inst.phase_since_s, now, tier=inst.tier)
         inst.phase, inst.phase_since_s = phase, now
 
+    def _forget(self, inst: Instance, tier: str = "") -> None:
+        """Record ``inst``'s zero-length ``released`` phase now and drop it from its deployment."""
+        now = self.recorder.now_s()
+        self._record_phase(inst, Phase.RELEASED, now, now, tier=tier)
+        inst.deployment.instances.pop(inst.instance_id, None)
+
     def _release(self, inst: Instance) -> None:
-        self._set_phase(inst, "releasing")
+        self._set_phase(inst, Phase.RELEASING)
         inst.task = self._loop.create_task(self._do_release(inst))
 
     async def _unload(self, inst: Instance) -> None:
         """Unload ``inst`` on its worker, record its ``released`` phase and forget it; its slots are
         the caller's to hand on."""
-        dep = inst.deployment
         try:
             await self.workers[inst.node_id].release(inst.instance_id)
         except Exception:
             logger.exception("releasing %s failed", inst.instance_id)
-        now = self.recorder.now_s()
-        self.recorder.phase(inst.instance_id, dep.name, inst.node_id, Phase.RELEASED.value, now, now, tier=inst.tier)
-        dep.instances.pop(inst.instance_id, None)
+        self._forget(inst, tier=inst.tier)
 
     async def _do_release(self, inst: Instance) -> None:
         dep = inst.deployment
         await self._unload(inst)
-        self._slots_used[inst.node_id] -= inst.num_gpus
-        self._sample(dep, inst.node_id)
+        self._hold_slots(dep, inst.node_id, -inst.num_gpus)
         self._rescale_all()  # a freed slot may let another model start
         self._check_drained(dep)
 
@@ -1028,6 +738,11 @@ class Controller:
             logger.info("deleted %s", dep.name)
             dep.drained.set()
 
+    def _hold_slots(self, dep: Deployment, node_id: str, gpus: int) -> None:
+        """Take ``gpus`` more GPU slots on ``node_id`` for ``dep`` (negative: give them back)."""
+        self._slots_used[node_id] += gpus
+        self._sample(dep, node_id)
+
     def _sample(self, dep: Deployment, node_id: str) -> None:
         self.recorder.sample("instances", dep.name, len(dep.instances))
         self.recorder.sample("gpus_busy", node_id, self._slots_used[node_id])
@@ -1038,58 +753,12 @@ class Controller:
     # --- status ---------------------------------------------------------------------------------
 
     def _model_status(self, dep: Deployment) -> dict:
-        now = self.recorder.now_s()
-        return {
-            "model": dep.name,
-            "state": "deleting" if dep.draining else "deployed",
-            "pretrained_model_name_or_path": dep.config.backend_config.pretrained_model_name_or_path,
-            "store_key": dep.store_key,
-            "size_bytes": dep.size_bytes,
-            "in_flight": dep.in_flight,
-            "queued": sum(1 for w in dep.queue if not w.future.done()),
-            "unavailable": self._unavailable(dep),
-            "config": deploy_config_to_dict(dep.config),
-            "instances": [
-                {"instance_id": i.instance_id, "node": i.node_id, "device": self.workers[i.node_id].device,
-                 "phase": i.phase, "load_phase": i.load_detail if i.phase == "loading" else "",
-                 "active_requests": i.active, "tier": i.tier, "estimate_s": i.estimate_s,
-                 "phase_for_s": now - i.phase_since_s}
-                for i in dep.instances.values()
-            ],
-        }
-
-    def _unavailable(self, dep: Deployment) -> str:
-        """What keeps ``dep`` from serving, as the operator should read it ("" when nothing does)."""
-        stored = self.registry.is_imported(dep.store_key) or any(
-            dep.store_key in w.storage_state().disk_models for w in self.workers.values())
-        if not stored:
-            return ("no complete copy of its checkpoint is in the store (deleted behind the server's back?); "
-                    "delete the deployment and deploy it again from its folder")
-        return dep.last_load_error
+        return model_status(dep, self.recorder.now_s(), self.workers, self.registry)
 
     def status(self) -> dict:
         """Nodes (devices, slots, tiers) and models (instances with node and phase) as plain data."""
-        nodes = []
-        for spec in self.cluster.nodes:
-            worker = self.workers[spec.node_id]
-            state = worker.storage_state()
-            nodes.append({"node": spec.node_id, "device": worker.device, "gpus": spec.num_gpus,
-                          "gpus_used": self._slots_used[spec.node_id], "disk_models": sorted(state.disk_models),
-                          "host_models": sorted(state.host_models), "io_backlog_s": state.io_backlog_s})
-        return {"nodes": nodes, "models": [self._model_status(d) for d in self._deployments.values()]}
+        return {"nodes": node_status(self.cluster, self.workers, self._slots_used),
+                "models": [self._model_status(d) for d in self._deployments.values()]}
 
     def gauge_state(self) -> GaugeState:
-        instances: dict[tuple[str, str], int] = {}
-        for dep in self._deployments.values():
-            for phase in ("loading", "ready", "idle", MIGRATING, RESUMING):
-                instances[(dep.name, phase)] = 0
-            for inst in dep.instances.values():
-                if inst.phase != "releasing":
-                    instances[(dep.name, inst.phase)] += 1
-        return GaugeState(
-            instances=instances,
-            in_flight={d.name: d.in_flight for d in self._deployments.values()},
-            queued={d.name: sum(1 for w in d.queue if not w.future.done()) for d in self._deployments.values()},
-            slots_used=dict(self._slots_used),
-            slots_total={n.node_id: n.num_gpus for n in self.cluster.nodes},
-        )
+        return gauge_state(self._deployments.values(), self.cluster, self._slots_used)

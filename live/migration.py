@@ -24,17 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sllmsim.errors import SllmsimError
-from sllmsim.records import Phase
 
 from live.generation import DecodeCheckpoint, GenerationRequest
-
-#: Source instance's phase while a migration of its requests is under way: it keeps generating and
-#: takes no new requests, until the last request is handed over (then it is released). A move that
-#: fails records that time as ``ready`` instead: only instances that moved have this phase.
-MIGRATING = Phase.MIGRATING.value
-#: Destination instance's phase once loaded: re-computing and catching up the moved requests' KV
-#: caches, until the first of them is handed over (then it serves, ready).
-RESUMING = Phase.RESUMING.value
 
 
 class MigrationError(SllmsimError):

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import secrets
 import threading
 import time
@@ -33,21 +31,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Body, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sllmsim.config.hardware import ClusterSpec
-from sllmsim.errors import ConfigError, SllmsimError
+from sllmsim.errors import ConfigError
 
 from live.api_models import (
     AssistantMessage,
     ChatChoice,
-    ChatChunkChoice,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    ChunkDelta,
     Completion,
     CompletionChoice,
     CompletionRequest,
@@ -56,203 +50,26 @@ from live.api_models import (
     ModelList,
     Usage,
 )
-from live.controller import ConflictError, Controller, LoadFailedError, Ticket, UnknownModelError
-from live.generation import GenerationInputError, GenerationRequest, SamplingParams
+from live.controller import Controller
+from live.errors import ShuttingDownError
+from live.generation import GenerationRequest, SamplingParams
+from live.http_errors import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodyLimit,
+    CollapseSlashes,
+    JsonErrors,
+    hide_store_paths,
+    install_error_handlers,
+)
 from live.records import LiveRecorder
-from live.state_file import StateWriteError
-from live.worker import Finished, LocalNodeWorker, TextDelta, default_devices
+from live.sse import chat_stream, completion_stream, finish_reason
+from live.state import Ticket
+from live.worker import Finished, LocalNodeWorker, default_devices
 
 logger = logging.getLogger("sllmsim.live")
 
 #: Paths that answer without the API key.
 _OPEN_PATHS = frozenset({"/health"})
-
-
-def _error(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": type_, "param": param, "code": code}})
-
-
-#: Union-member tags pydantic puts in an error's location (``function-after[...]``, ``list[...]``, ``str``).
-_UNION_TAG = re.compile(r".*[\[(].*|str|int|float|bool|list|dict|none")
-
-
-def _field_path(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p != "body" and not (isinstance(p, str) and _UNION_TAG.fullmatch(p))]
-    return ".".join(parts) or "body"
-
-
-def _hide_store_paths(storage_dir: Path):
-    """A function that writes the store's absolute path as ``<storage>`` in a message: error bodies go
-    to clients, who have no business knowing the server's file layout (the log keeps the full path)."""
-    roots = sorted({str(storage_dir), str(storage_dir.resolve()), str(storage_dir.absolute())}, key=len, reverse=True)
-
-    def hide(message: str) -> str:
-        for root in roots:
-            message = message.replace(root, "<storage>")
-        return message
-
-    return hide
-
-
-def _install_error_handlers(app: FastAPI, hide=lambda message: message) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        for err in errors:
-            if err.get("type") == "json_invalid":
-                detail = err.get("ctx", {}).get("error", err.get("msg", "invalid JSON"))
-                return _error(400, f"malformed JSON body: {detail}", "invalid_request_error", None, "invalid_json")
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        param = _field_path(tuple(first.get("loc", ())))
-        problems = "; ".join(f"{_field_path(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors)
-        return _error(400, f"invalid request: {problems}", "invalid_request_error", param, "invalid_field")
-
-    @app.exception_handler(ConfigError)
-    async def _config(request: Request, exc: ConfigError) -> JSONResponse:
-        return _error(400, hide(str(exc)), "invalid_request_error", exc.field or None, "invalid_config")
-
-    @app.exception_handler(GenerationInputError)
-    async def _gen_input(request: Request, exc: GenerationInputError) -> JSONResponse:
-        return _error(400, hide(str(exc)), "invalid_request_error", exc.field, "invalid_prompt")
-
-    @app.exception_handler(UnknownModelError)
-    async def _unknown(request: Request, exc: UnknownModelError) -> JSONResponse:
-        return _error(404, str(exc), "invalid_request_error", "model", "model_not_found")
-
-    @app.exception_handler(ConflictError)
-    async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
-        return _error(409, hide(str(exc)), "invalid_request_error", "model", "conflict")
-
-    @app.exception_handler(ShuttingDownError)
-    async def _shutting_down(request: Request, exc: ShuttingDownError) -> JSONResponse:
-        return _error(503, str(exc), "server_error", None, "shutting_down")
-
-    @app.exception_handler(StateWriteError)
-    async def _state(request: Request, exc: StateWriteError) -> JSONResponse:
-        return _error(500, hide(str(exc)), "server_error", None, "state_write_failed")
-
-    @app.exception_handler(LoadFailedError)
-    async def _load_failed(request: Request, exc: LoadFailedError) -> JSONResponse:
-        return _error(500, hide(str(exc)), "server_error", None, "model_load_failed")
-
-    @app.exception_handler(SllmsimError)
-    async def _other(request: Request, exc: SllmsimError) -> JSONResponse:
-        return _error(400, hide(str(exc)), "invalid_request_error")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        type_ = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
-        response = _error(exc.status_code, str(exc.detail), type_)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-
-
-class _JsonErrors:
-    """ASGI middleware: an unexpected error becomes OpenAI's JSON error body (500), logged with its
-    traceback, and the connection stays usable.
-
-    It sits inside Starlette's ``ServerErrorMiddleware``, which would answer ``text/plain`` and
-    re-raise, making uvicorn drop the keep-alive connection (the client's next request was reset).
-    An error after the response started (a stream) cannot change the status; the stream generators
-    end such a stream with an error event and ``data: [DONE]`` themselves.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = False
-
-        async def tracked(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception:
-            logger.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
-            if not started:
-                await _send_json(send, 500, {"error": {
-                    "message": "internal server error (the server's log has the details)",
-                    "type": "server_error", "param": None, "code": "internal_error"}})
-
-
-class _CollapseSlashes:
-    """ASGI middleware: ``//v1/models`` is ``/v1/models`` (``$LLM_SERVER_URL`` ends with a slash, so
-    ``$LLM_SERVER_URL/v1/...`` doubles it, and curl sends the path as typed)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and "//" in scope["path"]:
-            scope = dict(scope, path=re.sub("/{2,}", "/", scope["path"]))
-        await self.app(scope, receive, send)
-
-
-#: Default ``max_body_bytes``: far above any prompt a served context can take (a 128k-token context
-#: is about 0.5 MB of text), far below what parsing costs real memory (a 100 MB body took ~10 GB).
-DEFAULT_MAX_BODY_BYTES = 8 * 1024**2
-
-
-async def _send_json(send, status: int, content: dict) -> None:
-    body = json.dumps(content).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class _BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` is answered 413 before it is parsed.
-
-    A declared ``Content-Length`` over the limit is refused without reading anything; a chunked body
-    is read up to the limit and refused as soon as it passes it (then replayed to the app when it fits).
-    """
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def _too_large(self, what: str) -> dict:
-        return {"error": {"message": f"the request body is {what}; this server accepts at most {self.max_bytes} "
-                                     "bytes (sllmsim live --max-body-bytes)",
-                          "type": "invalid_request_error", "param": None, "code": "body_too_large"}}
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            try:
-                length = int(declared)
-            except ValueError:
-                length = -1
-            if length > self.max_bytes:
-                return await _send_json(send, 413, self._too_large(f"{length} bytes"))
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                chunks.append(message)
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                return await _send_json(send, 413, self._too_large(f"over {self.max_bytes} bytes"))
-            chunks.append(message)
-            if not message.get("more_body", False):
-                break
-        pending = iter(chunks)
-
-        async def replay():
-            return next(pending, None) or await receive()
-
-        await self.app(scope, replay, send)
 
 
 def _auth_dependency(api_key: str | None):
@@ -271,25 +88,6 @@ def _auth_dependency(api_key: str | None):
 def _sampling(req: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
     return SamplingParams(max_tokens=req.max_new_tokens(), temperature=req.temperature, top_p=req.top_p,
                           seed=req.seed, stop=req.stop_sequences(), max_tokens_given=req.max_tokens_given())
-
-
-def _sse(payload: dict | str) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n"
-
-
-def _stream_error(exc: Exception) -> str:
-    """The error event that ends a stream which failed after its headers were sent."""
-    if isinstance(exc, SllmsimError):
-        message = str(exc)
-    else:
-        logger.error("a stream failed: %r", exc, exc_info=exc)
-        message = "internal server error (the server's log has the details)"
-    return _sse({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
-
-
-def _finish_reason(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
 
 
 async def _start(controller: Controller, model: str, request: GenerationRequest
@@ -364,10 +162,6 @@ async def _unless_client_leaves(request: Request, work):
         for watcher in watchers:
             watcher.cancel()
     return task.result()
-
-
-class ShuttingDownError(SllmsimError):
-    """The server's drain time ran out before the request finished (HTTP 503, or a stream's error event)."""
 
 
 class Drain:
@@ -509,10 +303,10 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
     # they are off (they describe every route to whoever asks).
     docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="sllmsim live", lifespan=lifespan, dependencies=[Depends(_auth_dependency(api_key))], **docs)
-    app.add_middleware(_JsonErrors)
-    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(_CollapseSlashes)
-    _install_error_handlers(app, _hide_store_paths(storage_dir))
+    app.add_middleware(JsonErrors)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(CollapseSlashes)
+    install_error_handlers(app, hide_store_paths(storage_dir))
     app.state.drain = Drain()
 
     def ctl(request: Request) -> Controller:
@@ -585,13 +379,13 @@ async def _chat(controller: Controller, body: ChatCompletionRequest, drain: Drai
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         # From here Starlette's streaming response watches for the disconnect and closes the stream.
-        return StreamingResponse(_chat_stream(_abortable(events, drain.aborted), body, rid, created, prompt_tokens),
+        return StreamingResponse(chat_stream(_abortable(events, drain.aborted), body, rid, created, prompt_tokens),
                                  media_type="text/event-stream")
     output = await _drain(events)
     return ChatCompletion(
         id=rid, created=created, model=body.model,
         choices=[ChatChoice(message=AssistantMessage(content=output.text),
-                            finish_reason=_finish_reason(output.finish_reason))],
+                            finish_reason=finish_reason(output.finish_reason))],
         usage=Usage(prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens,
                     total_tokens=output.prompt_tokens + output.completion_tokens),
     )
@@ -603,13 +397,13 @@ async def _completion(controller: Controller, body: CompletionRequest, drain: Dr
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     prefix = body.prompt_text() if body.echo else ""
     if body.stream:
-        return StreamingResponse(_completion_stream(_abortable(events, drain.aborted), body, rid, created,
-                                                    prompt_tokens, prefix),
+        return StreamingResponse(completion_stream(_abortable(events, drain.aborted), body, rid, created,
+                                                   prompt_tokens, prefix),
                                  media_type="text/event-stream")
     output = await _drain(events)
     return Completion(
         id=rid, created=created, model=body.model,
-        choices=[CompletionChoice(text=prefix + output.text, finish_reason=_finish_reason(output.finish_reason))],
+        choices=[CompletionChoice(text=prefix + output.text, finish_reason=finish_reason(output.finish_reason))],
         usage=Usage(prompt_tokens=output.prompt_tokens, completion_tokens=output.completion_tokens,
                     total_tokens=output.prompt_tokens + output.completion_tokens),
     )
@@ -621,62 +415,6 @@ async def _drain(events: AsyncIterator):
             if isinstance(event, Finished):
                 return event.output
     raise RuntimeError("generation ended without a result")
-
-
-async def _chat_stream(events: AsyncIterator, body: ChatCompletionRequest, rid: str, created: int,
-                       prompt_tokens: int) -> AsyncIterator[str]:
-    def chunk(delta: ChunkDelta, finish: str | None = None) -> str:
-        return _sse(ChatCompletionChunk(id=rid, created=created, model=body.model,
-                                        choices=[ChatChunkChoice(delta=delta, finish_reason=finish)]
-                                        ).model_dump(exclude_none=True))
-
-    async with contextlib.aclosing(events):
-        try:
-            yield chunk(ChunkDelta(role="assistant", content=""))
-            async for event in events:
-                if isinstance(event, TextDelta) and event.text:
-                    yield chunk(ChunkDelta(content=event.text))
-                elif isinstance(event, Finished):
-                    out = event.output
-                    yield chunk(ChunkDelta(), _finish_reason(out.finish_reason))
-                    if body.include_usage():
-                        usage = Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
-                                      total_tokens=out.prompt_tokens + out.completion_tokens)
-                        yield _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=[],
-                                                       usage=usage).model_dump(exclude_none=True))
-        except Exception as exc:  # headers are sent: report in-band, as OpenAI streams do
-            yield _stream_error(exc)
-        yield _sse("[DONE]")
-
-
-async def _completion_stream(events: AsyncIterator, body: CompletionRequest, rid: str, created: int,
-                             prompt_tokens: int, prefix: str) -> AsyncIterator[str]:
-    def chunk(text: str, finish: str | None = None, usage: Usage | None = None, choices: bool = True) -> str:
-        payload = Completion(id=rid, created=created, model=body.model,
-                             choices=[CompletionChoice(text=text, finish_reason=finish)] if choices else [],
-                             usage=usage).model_dump()
-        if usage is None:
-            payload.pop("usage")
-        return _sse(payload)
-
-    async with contextlib.aclosing(events):
-        try:
-            if prefix:
-                yield chunk(prefix)
-            async for event in events:
-                if isinstance(event, TextDelta) and event.text:
-                    yield chunk(event.text)
-                elif isinstance(event, Finished):
-                    out = event.output
-                    yield chunk("", _finish_reason(out.finish_reason))
-                    if body.include_usage():
-                        yield chunk("", usage=Usage(prompt_tokens=out.prompt_tokens,
-                                                    completion_tokens=out.completion_tokens,
-                                                    total_tokens=out.prompt_tokens + out.completion_tokens),
-                                    choices=False)
-        except Exception as exc:
-            yield _stream_error(exc)
-        yield _sse("[DONE]")
 
 
 def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, drain_s: float | None = None,

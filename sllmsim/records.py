@@ -16,7 +16,8 @@ from pathlib import Path
 
 
 class Phase(str, Enum):
-    """Lifecycle phases of an instance, in order; each is recorded with a start and an end."""
+    """Lifecycle phases of an instance, in order; each is recorded with a start and an end (except
+    ``loading`` and ``releasing``: live mode's coarse states, never recorded)."""
 
     QUEUED = "queued"
     """Waiting for the node's loading queue (or a free GPU)."""
@@ -41,6 +42,12 @@ class Phase(str, Enum):
     PREEMPTED = "preempted"
     """Stopped to free its GPUs for another model; its requests were re-queued (a zero-length phase
     just before ``released``)."""
+    # Live mode's coarse states of an instance (live/state.py): an instance in them is between
+    # recorded phases, so no record carries them and nothing iterates them into a report.
+    LOADING = "loading"
+    """Live mode: placed and starting; its recorded phases meanwhile are ``queued`` and the load phases."""
+    RELEASING = "releasing"
+    """Live mode: chosen for release and unloading; ``released`` is recorded when it is gone."""
 
 
 @dataclass(slots=True)
