@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from sllmsim.core.estimate import startup_estimate_s
 from sllmsim.core.migration import MigrationPlan, plan_migration
+from sllmsim.core.placement_index import placement_index
 from sllmsim.core.preemption import PreemptionPlan, choose_preemption_victims
 from sllmsim.core.reclaim import choose_idle_to_reclaim, with_idle_reclaimed
 from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier, node_sort_key
@@ -91,7 +92,22 @@ def _ranked_by_estimate(nodes: list[NodeView], model: ModelView, cluster: Cluste
 
 def _best_by_estimate(model: ModelView, cluster: ClusterView) -> PlacementOption | None:
     """The first option of :func:`_ranked_by_estimate` over the feasible nodes, without ranking
-    them all: one pass keeping the smallest (estimate, node-id order, cluster order). The estimate
+    them all: from the snapshot's :class:`~sllmsim.core.placement_index.PlacementIndex` when it is
+    asked again, else in one pass (:func:`_scan_best_by_estimate`)."""
+    index = placement_index(cluster)
+    if index is None:
+        return _scan_best_by_estimate(model, cluster)
+    i = index.best_by_estimate(model)
+    if i is None:
+        return None
+    node = cluster.nodes[i]
+    estimate, tier = startup_estimate_s(node, model)
+    return PlacementOption(node.node_id, estimate, tier)
+
+
+def _scan_best_by_estimate(model: ModelView, cluster: ClusterView) -> PlacementOption | None:
+    """:func:`_best_by_estimate` in one pass keeping the smallest (estimate, node-id order, cluster
+    order). The estimate
     is :func:`startup_estimate_s` written out (same operations in the same order, so the same
     floats); tests compare it with the ranking on random snapshots."""
     need = model.num_gpus
