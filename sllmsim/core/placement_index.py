@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 
 from sllmsim.core.estimate import startup_estimate_s
 from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier, node_sort_key
@@ -68,6 +69,14 @@ def _tie_ranks(node_ids: tuple[str, ...]) -> tuple[int, ...]:
 _Groups = list[tuple[int, tuple[float, float, float, float, float], list[tuple[float, list[int]]]]]
 
 
+# One C call reads a node's group key (several times cheaper than a tuple display of attributes).
+_group_key = operator.attrgetter("free_gpus", "host_to_gpu_bytes_per_s", "disk_bandwidth_bytes_per_s",
+                                 "network_bandwidth_bytes_per_s", "load_overhead_s", "load_overhead_per_layer_s")
+
+_host_models = operator.attrgetter("host_models")
+_disk_models = operator.attrgetter("disk_models")
+
+
 def _group(nodes: tuple[NodeView, ...], positions_in_rank_order: list[int]) -> _Groups:
     """The given nodes grouped by free GPUs and static figures, then by distinct backlog."""
     groups: dict[tuple, dict[float, list[int]]] = {}
@@ -76,9 +85,14 @@ def _group(nodes: tuple[NodeView, ...], positions_in_rank_order: list[int]) -> _
         backlog = node.io_backlog_s
         if backlog != backlog:  # NaN: its estimate never compares smaller, so it never wins
             continue
-        key = (node.free_gpus, node.host_to_gpu_bytes_per_s, node.disk_bandwidth_bytes_per_s,
-               node.network_bandwidth_bytes_per_s, node.load_overhead_s, node.load_overhead_per_layer_s)
-        groups.setdefault(key, {}).setdefault(backlog, []).append(i)
+        levels = groups.get(key := _group_key(node))
+        if levels is None:
+            levels = groups[key] = {}
+        same = levels.get(backlog)
+        if same is None:
+            levels[backlog] = [i]
+        else:
+            same.append(i)
     return [(key[0], key[1:], sorted(levels.items())) for key, levels in groups.items()]
 
 
@@ -87,10 +101,11 @@ class _Holders:
 
     __slots__ = ("host", "disk_only", "held")
 
-    def __init__(self, nodes: tuple[NodeView, ...], ranks: tuple[int, ...], name: str):
-        host = [i for i, node in enumerate(nodes) if name in node.host_models]
+    def __init__(self, nodes: tuple[NodeView, ...], ranks: tuple[int, ...], hosts: list[frozenset[str]],
+                 disks: list[frozenset[str]], name: str):
+        host = [i for i, models in enumerate(hosts) if name in models]
         in_host = set(host)
-        disk_only = [i for i, node in enumerate(nodes) if name in node.disk_models and i not in in_host]
+        disk_only = [i for i, models in enumerate(disks) if name in models and i not in in_host]
         self.host = _group(nodes, sorted(host, key=ranks.__getitem__))
         self.disk_only = _group(nodes, sorted(disk_only, key=ranks.__getitem__))
         self.held = in_host.union(disk_only)
@@ -105,13 +120,15 @@ class PlacementIndex:
         self._order = sorted(range(len(nodes)), key=self.ranks.__getitem__)
         self._positions_by_id: dict[str, list[int]] | None = None
         self._holders: dict[str, _Holders] = {}
+        self._hosts = list(map(_host_models, nodes))
+        self._disks = list(map(_disk_models, nodes))
         self._groups = _group(nodes, self._order)
 
     def holders(self, name: str) -> _Holders:
         """The nodes holding ``name`` (grouped once per model and snapshot)."""
         found = self._holders.get(name)
         if found is None:
-            found = self._holders[name] = _Holders(self.nodes, self.ranks, name)
+            found = self._holders[name] = _Holders(self.nodes, self.ranks, self._hosts, self._disks, name)
         return found
 
     def _allowed_positions(self, target_nodes: tuple[str, ...]) -> list[int]:
