@@ -107,9 +107,8 @@ def _best_by_estimate(model: ModelView, cluster: ClusterView) -> PlacementOption
 
 def _scan_best_by_estimate(model: ModelView, cluster: ClusterView) -> PlacementOption | None:
     """:func:`_best_by_estimate` in one pass keeping the smallest (estimate, node-id order, cluster
-    order). The estimate
-    is :func:`startup_estimate_s` written out (same operations in the same order, so the same
-    floats); tests compare it with the ranking on random snapshots."""
+    order). The estimate is :func:`startup_estimate_s` written out (same operations in the same
+    order, so the same floats); tests compare it with the ranking on random snapshots."""
     need = model.num_gpus
     allowed = None if model.target_nodes is None else set(model.target_nodes)
     name = model.name
