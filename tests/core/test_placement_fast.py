@@ -261,3 +261,16 @@ def test_other_policies_decide_as_their_ranking_on_random_snapshots(policy_name,
         for _ in range(2):
             assert _decide(quiet, model, cluster, False, scheduler_log) == \
                 _decide(logged, model, cluster, True, scheduler_log)
+
+
+def test_the_index_is_built_on_the_second_decision_and_leaves_the_snapshot_equal():
+    rng = random.Random("fast-index")
+    cluster = random_cluster(rng, 50, makes_room=False)
+    twin = ClusterView(cluster.nodes)
+    policy = make_placement_policy("storage_aware")
+    model = ModelView("m1", 2 * GiB)
+    first = policy.best(model, cluster)
+    assert "placement_index" not in cluster.derived  # one decision: the single pass, nothing kept
+    assert policy.best(model, cluster) == first
+    assert "placement_index" in cluster.derived
+    assert cluster == twin and hash(cluster) == hash(twin) and repr(cluster) == repr(twin)
