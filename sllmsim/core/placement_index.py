@@ -28,6 +28,8 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections import defaultdict
+from collections.abc import Sequence
 
 from sllmsim.core.estimate import startup_estimate_s
 from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier, node_sort_key
@@ -53,14 +55,14 @@ def placement_index(cluster: ClusterView) -> PlacementIndex | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _tie_ranks(node_ids: tuple[str, ...]) -> tuple[int, ...]:
-    """Each node's position in tie-break order, ``(node_sort_key(node_id), cluster position)``
-    (memoised: a cluster keeps its node ids from one snapshot to the next)."""
+def _tie_order(node_ids: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Each node's rank in tie-break order, ``(node_sort_key(node_id), cluster position)``, and the
+    positions in that order (memoised: a cluster keeps its node ids from one snapshot to the next)."""
     order = sorted(range(len(node_ids)), key=lambda i: (node_sort_key(node_ids[i]), i))
     ranks = [0] * len(node_ids)
     for rank, i in enumerate(order):
         ranks[i] = rank
-    return tuple(ranks)
+    return tuple(ranks), tuple(order)
 
 
 #: Nodes grouped for the scan: (free GPUs, static figures, [(backlog, positions in tie-break order)]
@@ -69,31 +71,30 @@ def _tie_ranks(node_ids: tuple[str, ...]) -> tuple[int, ...]:
 _Groups = list[tuple[int, tuple[float, float, float, float, float], list[tuple[float, list[int]]]]]
 
 
-# One C call reads a node's group key (several times cheaper than a tuple display of attributes).
-_group_key = operator.attrgetter("free_gpus", "host_to_gpu_bytes_per_s", "disk_bandwidth_bytes_per_s",
-                                 "network_bandwidth_bytes_per_s", "load_overhead_s", "load_overhead_per_layer_s")
-
+# One C call reads what groups a node (free GPUs, static figures, backlog), several times cheaper
+# than a tuple display of its attributes.
+_level_key = operator.attrgetter("free_gpus", "host_to_gpu_bytes_per_s", "disk_bandwidth_bytes_per_s",
+                                 "network_bandwidth_bytes_per_s", "load_overhead_s", "load_overhead_per_layer_s",
+                                 "io_backlog_s")
+_first = operator.itemgetter(0)
+_node_id = operator.attrgetter("node_id")
 _host_models = operator.attrgetter("host_models")
 _disk_models = operator.attrgetter("disk_models")
 
 
-def _group(nodes: tuple[NodeView, ...], positions_in_rank_order: list[int]) -> _Groups:
+def _group(nodes: tuple[NodeView, ...], positions_in_rank_order: Sequence[int]) -> _Groups:
     """The given nodes grouped by free GPUs and static figures, then by distinct backlog."""
-    groups: dict[tuple, dict[float, list[int]]] = {}
-    for i in positions_in_rank_order:  # in tie-break order, so every backlog's list is too
-        node = nodes[i]
-        backlog = node.io_backlog_s
+    levels: defaultdict[tuple, list[int]] = defaultdict(list)
+    # In tie-break order, so that every level's positions are too.
+    for i, key in zip(positions_in_rank_order, map(_level_key, map(nodes.__getitem__, positions_in_rank_order))):
+        levels[key].append(i)
+    groups: dict[tuple, list[tuple[float, list[int]]]] = {}
+    for key, positions in levels.items():
+        backlog = key[6]
         if backlog != backlog:  # NaN: its estimate never compares smaller, so it never wins
             continue
-        levels = groups.get(key := _group_key(node))
-        if levels is None:
-            levels = groups[key] = {}
-        same = levels.get(backlog)
-        if same is None:
-            levels[backlog] = [i]
-        else:
-            same.append(i)
-    return [(key[0], key[1:], sorted(levels.items())) for key, levels in groups.items()]
+        groups.setdefault(key[:6], []).append((backlog, positions))
+    return [(key[0], key[1:], sorted(by_backlog, key=_first)) for key, by_backlog in groups.items()]
 
 
 class _Holders:
@@ -116,8 +117,7 @@ class PlacementIndex:
 
     def __init__(self, nodes: tuple[NodeView, ...]):
         self.nodes = nodes
-        self.ranks = _tie_ranks(tuple(node.node_id for node in nodes))
-        self._order = sorted(range(len(nodes)), key=self.ranks.__getitem__)
+        self.ranks, self._order = _tie_order(tuple(map(_node_id, nodes)))
         self._positions_by_id: dict[str, list[int]] | None = None
         self._holders: dict[str, _Holders] = {}
         self._hosts = list(map(_host_models, nodes))
