@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from sllmsim.core.estimate import startup_estimate_s
 from sllmsim.core.migration import MigrationPlan, plan_migration
-from sllmsim.core.placement_index import placement_index
+from sllmsim.core.placement_index import SnapshotIndexer
 from sllmsim.core.preemption import PreemptionPlan, choose_preemption_victims
 from sllmsim.core.reclaim import choose_idle_to_reclaim, with_idle_reclaimed
 from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier, node_sort_key
@@ -90,11 +90,11 @@ def _ranked_by_estimate(nodes: list[NodeView], model: ModelView, cluster: Cluste
     return [PlacementOption(node_id, estimate, tier) for estimate, _, node_id, tier in decorated]
 
 
-def _best_by_estimate(model: ModelView, cluster: ClusterView) -> PlacementOption | None:
+def _best_by_estimate(model: ModelView, cluster: ClusterView, indexer: SnapshotIndexer) -> PlacementOption | None:
     """The first option of :func:`_ranked_by_estimate` over the feasible nodes, without ranking
-    them all: from the snapshot's :class:`~sllmsim.core.placement_index.PlacementIndex` when it is
-    asked again, else in one pass (:func:`_scan_best_by_estimate`)."""
-    index = placement_index(cluster)
+    them all: from the :class:`~sllmsim.core.placement_index.PlacementIndex` that ``indexer``
+    carries to this snapshot, else in one pass (:func:`_scan_best_by_estimate`)."""
+    index = indexer.index_for(cluster)
     if index is None:
         return _scan_best_by_estimate(model, cluster)
     i = index.best_by_estimate(model)
@@ -146,7 +146,8 @@ class PlacementPolicy(ABC):
     """Ranks candidate nodes for a new instance; the first option is the decision.
 
     Policies are pure over the snapshot; the only state they may keep is their own (a seeded
-    random stream, a round-robin cursor).
+    random stream, a round-robin cursor) and caches that change what a decision costs, never what
+    it is (storage-aware placement's index of the last snapshot).
     """
 
     policy_name: str = "?"
@@ -183,10 +184,12 @@ class StorageAwarePlacement(PlacementPolicy):
     def __init__(self, seed: int = 0, enable_migration: bool = False):
         super().__init__(seed)
         self.enable_migration = enable_migration
+        self.indexer = SnapshotIndexer()
+        """Carries a placement index from snapshot to snapshot (speed only: same decisions)."""
 
     def best(self, model: ModelView, cluster: ClusterView) -> PlacementOption | None:
         if not self.enable_migration:
-            return _best_by_estimate(model, cluster)
+            return _best_by_estimate(model, cluster, self.indexer)
         return super().best(model, cluster)
 
     def rank(self, model: ModelView, cluster: ClusterView) -> list[PlacementOption]:

@@ -6,7 +6,7 @@ a request's true output length (the oracle boundary).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -104,9 +104,6 @@ class ClusterView:
     """All nodes, in the hardware JSON's order."""
 
     nodes: tuple[NodeView, ...]
-    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    """What the core derives from this snapshot and keeps while it lives (the placement index, see
-    :mod:`sllmsim.core.placement_index`): a snapshot never changes, so it stays true."""
 
 
 def node_sort_key(node_id: str) -> tuple[int, int | str]:
