@@ -7,9 +7,10 @@ ratios of it; peak memory per request; µs per request along a models axis (10, 
 nodes axis (8, 64, 512); and one storage-aware placement decision on 1,000- and 10,000-node
 snapshots, side by side: the full ranking, the single pass over the nodes (before), and the
 carried index (after) on the same snapshot and on a next snapshot with one node changed
-(``--placement-only`` prints just these). Targets (issue 12): the process ≥ 0.5× and ``simulate()`` ≥ 1.0× the minimal loop;
-1,000 models within 1.3× of 100 models' µs per request; ≤ 0.5 KB per request; ≤ 1 ms per placement
-at 10,000 nodes. ``--requests 10000000`` runs the long replay where memory allows.
+(``--placement-only`` prints just these). Targets (issue 12): the process ≥ 0.5× and
+``simulate()`` ≥ 1.0× the minimal loop; 1,000 models within 1.3× of 100 models' µs per request;
+≤ 0.5 KB per request; ≤ 1 ms per placement at 10,000 nodes. ``--requests 10000000`` runs the long
+replay where memory allows.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ cluster share the figures the estimate depends on, so the index groups them:
 
 A decision then looks at the nodes that hold the model in host memory or on disk (grouped the same
 way per model, the first time the model is asked about) and at the rest, and from each group only
-at the first node of the smallest backlogs that can still tie or beat the best found. The arithmetic is the estimate's own, operation for operation, and ties go to the smallest
+at the first node of the smallest backlogs that can still tie or beat the best found. The
+arithmetic is the estimate's own, operation for operation, and ties go to the smallest
 ``(node_sort_key(node_id), position in the cluster)`` as in the single pass, so the decision is the
 same bit for bit (``tests/core/test_placement_fast.py`` compares it with a straightforward ranking
 on random snapshots).

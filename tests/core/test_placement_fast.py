@@ -45,7 +45,8 @@ def _pick(rng: random.Random, values: tuple, low: float, high: float) -> float:
 def _model(rng: random.Random, name: str, node_ids: list[str]) -> ModelView:
     targets = None
     if rng.random() < 0.2:
-        targets = tuple(rng.sample(node_ids, rng.randint(0, len(node_ids))) + (["nowhere"] if rng.random() < 0.2 else []))
+        unknown = ["nowhere"] if rng.random() < 0.2 else []
+        targets = tuple(rng.sample(node_ids, rng.randint(0, len(node_ids))) + unknown)
     return ModelView(name, int(_pick(rng, _SIZES, GiB / 4, 20 * GiB)), num_gpus=rng.choice((1, 1, 1, 2, 4)),
                      target_nodes=targets, resume_alpha_s_per_token=rng.choice((0.01, 0.002)),
                      resume_beta_s=rng.choice((0.1, 0.3)), num_layers=rng.choice((0, 0, 24, 32, 80)))
@@ -323,7 +324,8 @@ def test_an_index_carried_across_changing_snapshots_matches_the_reference(share,
                 other = random_cluster(rng, rng.randint(1, 200), makes_room=False)
                 model = _model(rng, rng.choice(MODELS), [n.node_id for n in other.nodes])
                 chosen = policy.best(model, other)
-                assert _bits([_as_reference(chosen)] if chosen else []) == _bits(reference_storage_aware(model, other)[:1])
+                expected = _bits(reference_storage_aware(model, other)[:1])
+                assert _bits([_as_reference(chosen)] if chosen else []) == expected
             else:
                 for k in rng.sample(range(len(nodes)), min(len(nodes), rng.choice((0, 1, 1, 2, 3)))):
                     nodes[k] = _changed(rng, nodes[k])
@@ -331,7 +333,8 @@ def test_an_index_carried_across_changing_snapshots_matches_the_reference(share,
             before = policy.indexer._index
             for model in rng.sample(models, 3):
                 chosen = policy.best(model, cluster)
-                assert _bits([_as_reference(chosen)] if chosen else []) == _bits(reference_storage_aware(model, cluster)[:1])
+                expected = _bits(reference_storage_aware(model, cluster)[:1])
+                assert _bits([_as_reference(chosen)] if chosen else []) == expected
             carried += before is not None and policy.indexer._index is before
     assert carried > (400 if share < 1 else 2000)  # snapshots whose decisions a carried index answered
 
