@@ -1,10 +1,10 @@
 """The placement fast paths against a straightforward reference, on random snapshots.
 
 The reference below evaluates every node with the estimate written out and sorts all the options;
-the policies' own ``rank``, their ``best`` (the single pass on a snapshot's first decision, the
-per-snapshot index from the second on, see ``sllmsim/core/placement_index.py``) and :func:`place`
-with and without the ranking logged must give the same options, estimates bit for bit, in the same
-order. The snapshots are drawn so that equal estimates (ties broken by node id), rounding ties
+the policies' own ``rank``, their ``best`` (storage-aware placement's single pass, and its index,
+built on a snapshot and carried to the next ones, see ``sllmsim/core/placement_index.py``) and
+:func:`place` with and without the ranking logged must give the same options, estimates bit for
+bit, in the same order. The snapshots are drawn so that equal estimates (ties broken by node id), rounding ties
 (backlogs too small to change a sum) and text node ids are common.
 """
 
