@@ -110,7 +110,8 @@ def _per_call_s(fn, calls: int) -> float:
 def time_placement(num_nodes: int = 1000, repeats: int = 2000, seed: int = 0) -> dict[str, float]:
     """Seconds of one storage-aware decision on a ``num_nodes`` snapshot, measured side by side:
     ``ranking`` (every node evaluated and all options sorted, the straightforward reference),
-    ``single_pass`` (one pass over the nodes: today's decision on a snapshot's first ask),
+    ``single_pass`` (one pass over the nodes: the decision before the index, still used for small
+    snapshots and until an index is built),
     ``indexed`` (``place()`` on a snapshot asked before, from its index), ``carried`` (``place()``
     on a new snapshot that differs from the last one in one node's view, as a runtime's next
     snapshot does: the index is carried over), and ``index_build`` (building an index and the
@@ -151,7 +152,7 @@ def print_placement() -> None:
         us = {k: v * 1e6 for k, v in t.items()}
         gain_us = us["single_pass"] - us["carried"]
         print(f"one storage-aware placement, {nodes:,} nodes: full ranking {us['ranking']:,.0f} us; "
-              f"single pass (before; still each snapshot's first decision) {us['single_pass']:,.0f} us; "
+              f"single pass (before; still below 256 nodes and until an index is built) {us['single_pass']:,.0f} us; "
               f"from the index (after) {us['indexed']:,.1f} us on the same snapshot, {us['carried']:,.1f} us on a "
               f"next snapshot with one node changed = {us['single_pass'] / us['carried']:,.0f}x faster than the single "
               f"pass (target <= 1,000 us at 10,000 nodes); building an index {us['index_build']:,.0f} us "
