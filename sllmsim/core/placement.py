@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from sllmsim.core.estimate import startup_estimate_s
 from sllmsim.core.migration import MigrationPlan, plan_migration
+from sllmsim.core.placement_index import SnapshotIndexer
 from sllmsim.core.preemption import PreemptionPlan, choose_preemption_victims
 from sllmsim.core.reclaim import choose_idle_to_reclaim, with_idle_reclaimed
 from sllmsim.core.registry import register, resolve
@@ -89,11 +90,25 @@ def _ranked_by_estimate(nodes: list[NodeView], model: ModelView, cluster: Cluste
     return [PlacementOption(node_id, estimate, tier) for estimate, _, node_id, tier in decorated]
 
 
-def _best_by_estimate(model: ModelView, cluster: ClusterView) -> PlacementOption | None:
+def _best_by_estimate(model: ModelView, cluster: ClusterView, indexer: SnapshotIndexer) -> PlacementOption | None:
     """The first option of :func:`_ranked_by_estimate` over the feasible nodes, without ranking
-    them all: one pass keeping the smallest (estimate, node-id order, cluster order). The estimate
-    is :func:`startup_estimate_s` written out (same operations in the same order, so the same
-    floats); tests compare it with the ranking on random snapshots."""
+    them all: from the :class:`~sllmsim.core.placement_index.PlacementIndex` that ``indexer``
+    carries to this snapshot, else in one pass (:func:`_scan_best_by_estimate`)."""
+    index = indexer.index_for(cluster)
+    if index is None:
+        return _scan_best_by_estimate(model, cluster)
+    i = index.best_by_estimate(model)
+    if i is None:
+        return None
+    node = cluster.nodes[i]
+    estimate, tier = startup_estimate_s(node, model)
+    return PlacementOption(node.node_id, estimate, tier)
+
+
+def _scan_best_by_estimate(model: ModelView, cluster: ClusterView) -> PlacementOption | None:
+    """:func:`_best_by_estimate` in one pass keeping the smallest (estimate, node-id order, cluster
+    order). The estimate is :func:`startup_estimate_s` written out (same operations in the same
+    order, so the same floats); tests compare it with the ranking on random snapshots."""
     need = model.num_gpus
     allowed = None if model.target_nodes is None else set(model.target_nodes)
     name = model.name
@@ -131,7 +146,8 @@ class PlacementPolicy(ABC):
     """Ranks candidate nodes for a new instance; the first option is the decision.
 
     Policies are pure over the snapshot; the only state they may keep is their own (a seeded
-    random stream, a round-robin cursor).
+    random stream, a round-robin cursor) and caches that change what a decision costs, never what
+    it is (storage-aware placement's index of the last snapshot).
     """
 
     policy_name: str = "?"
@@ -168,10 +184,12 @@ class StorageAwarePlacement(PlacementPolicy):
     def __init__(self, seed: int = 0, enable_migration: bool = False):
         super().__init__(seed)
         self.enable_migration = enable_migration
+        self.indexer = SnapshotIndexer()
+        """Carries a placement index from snapshot to snapshot (speed only: same decisions)."""
 
     def best(self, model: ModelView, cluster: ClusterView) -> PlacementOption | None:
         if not self.enable_migration:
-            return _best_by_estimate(model, cluster)
+            return _best_by_estimate(model, cluster, self.indexer)
         return super().best(model, cluster)
 
     def rank(self, model: ModelView, cluster: ClusterView) -> list[PlacementOption]:
