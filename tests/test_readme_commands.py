@@ -1,0 +1,431 @@
+"""The READMEs stay true to the code: every command they show is accepted, the set-up commands work,
+every "where is X" pointer names a file that defines that function or class, and every relative link
+resolves (file and heading).
+
+Commands are taken from fenced code blocks (a line starting with ``sllmsim`` or ``python -m``, with
+``\\`` continuations, ``&&``/``;``/``|`` chains and ``#`` comments) and from inline code spans that
+start with ``sllmsim `` or ``python -m``. An ``sllmsim`` command must name an existing subcommand
+path, its ``--help`` must exit 0 in process, and each flag it shows must appear in that help. A
+``python -m MODULE`` command must be importable, and ``python -m MODULE --help`` (subprocesses, all
+started at collection) must exit 0 and list each flag shown.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from repo_paths import REPO
+
+from sllmsim.cli import main as sllmsim_main
+
+#: Folders never searched for READMEs (virtual environments, run outputs, caches).
+_SKIP_DIRS = {"runs", "models", "build", "dist", "node_modules", "__pycache__", "cache"}
+
+
+def _readmes() -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS
+                         and not d.endswith(".egg-info"))
+        if "README.md" in files:
+            found.append(Path(root) / "README.md")
+    return found
+
+
+READMES = _readmes()
+_IDS = [str(p.relative_to(REPO)) for p in READMES]
+_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+#: Fenced blocks whose lines are shell commands (a `plaintext` block is log output, `yaml` a file).
+_SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _fenced(text: str) -> list[tuple[str, str]]:
+    return [(m.group(1).strip(), m.group(2)) for m in _FENCE.finditer(text)]
+
+
+def _prose(text: str) -> str:
+    """The text outside fenced code blocks."""
+    return _FENCE.sub("", text)
+
+
+def _tokens(line: str) -> list[str]:
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    return list(lexer)
+
+
+def _commands_in_shell(block: str) -> list[list[str]]:
+    """Each `sllmsim ...` / `python -m ...` command of a shell block, as tokens."""
+    joined = re.sub(r"\\\n", " ", block)
+    commands = []
+    pending = ""  # lines of a quoted argument that spans several lines
+    for line in joined.splitlines():
+        line = f"{pending}\n{line}" if pending else line.strip()
+        if line.startswith("$ "):
+            line = line[2:]
+        if not line or line.startswith("#"):
+            continue
+        try:
+            tokens = _tokens(line)
+        except ValueError:  # no closing quotation yet
+            pending = line
+            continue
+        pending = ""
+        segment: list[str] = []
+        for token in [*tokens, ";"]:
+            if token and set(token) <= set(";&|"):
+                if segment:
+                    commands.append(segment)
+                segment = []
+            else:
+                segment.append(token)
+    return [c for c in commands if _is_ours(c)]
+
+
+def _is_ours(tokens: list[str]) -> bool:
+    if not tokens:
+        return False
+    if tokens[0] == "sllmsim":
+        return True
+    return len(tokens) >= 3 and tokens[0] in ("python", "python3") and tokens[1] == "-m"
+
+
+def _commands(path: Path) -> list[tuple[str, list[str]]]:
+    """(where, tokens) of every command a README shows."""
+    text = _text(path)
+    found = []
+    for lang, block in _fenced(text):
+        if lang in _SHELL_LANGS:
+            found += [("code block", c) for c in _commands_in_shell(block)]
+    for span in re.findall(r"`([^`\n]+)`", _prose(text)):
+        if span.startswith("sllmsim ") or span.startswith("python -m "):
+            # Placeholders such as `[--out DIR]` or `...` are not tokens of the command.
+            tokens = [t.strip("[]") for t in _tokens(span.replace("...", " "))]
+            tokens = [t for t in tokens if t and not set(t) <= set(";&|")]
+            found.append(("inline code", tokens))
+    return found
+
+
+def _flags(args: list[str]) -> list[str]:
+    return [a.split("=", 1)[0] for a in args if re.match(r"^--?[A-Za-z]", a)]
+
+
+def _flag_in(flag: str, help_text: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text) is not None
+
+
+@lru_cache(maxsize=None)
+def _sllmsim_help(path: tuple[str, ...]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        rc = sllmsim_main([*path, "--help"])
+    return rc, out.getvalue()
+
+
+def _command_path(args: list[str]) -> tuple[tuple[str, ...], list[str], str]:
+    """Split `sllmsim` arguments into the subcommand path and the rest; "" or the reason it fails."""
+    import click
+
+    from sllmsim.cli import cli
+
+    command, path = cli, []
+    ctx = click.Context(cli)
+    while isinstance(command, click.Group) and args and not args[0].startswith("-"):
+        sub = command.get_command(ctx, args[0])
+        if sub is None:
+            return tuple(path), args, f"`sllmsim {' '.join([*path, args[0]])}` is not a command"
+        command, path, args = sub, [*path, args[0]], args[1:]
+    return tuple(path), args, ""
+
+
+def _all_commands() -> list[tuple[str, str, list[str]]]:
+    return [(str(p.relative_to(REPO)), where, tokens) for p in READMES for where, tokens in _commands(p)]
+
+
+def _module_commands() -> dict[str, set[str]]:
+    """Module -> every flag shown with `python -m MODULE` in any README."""
+    modules: dict[str, set[str]] = {}
+    for _, _, tokens in _all_commands():
+        if tokens[0] != "sllmsim":
+            modules.setdefault(tokens[2], set()).update(_flags(tokens[3:]))
+    return modules
+
+
+def _start_module_helps() -> dict[str, tuple[subprocess.Popen, Path]]:
+    """Start `python -m MODULE --help` of every module the READMEs run, all at once and as soon as
+    this file is collected, so that their start-up (live modules import torch) overlaps other tests."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    out_dir = Path(tempfile.mkdtemp(prefix="sllmsim-readme-help-"))
+    procs = {}
+    for i, module in enumerate(sorted(_module_commands())):
+        if module.split(".")[0] == "live" and importlib.util.find_spec("torch") is None:
+            continue  # live mode's extras are not installed here
+        out = out_dir / f"{i}.txt"
+        with out.open("w") as sink:
+            procs[module] = (subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=REPO, env=env,
+                                              stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT), out)
+
+    def stop() -> None:
+        for proc, _ in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+    atexit.register(stop)
+    return procs
+
+
+_MODULE_HELPS = _start_module_helps()
+
+
+@pytest.fixture(scope="module")
+def module_helps() -> dict[str, tuple[int, str]]:
+    """Exit status and output of each `python -m MODULE --help`."""
+    return {module: (proc.wait(timeout=300), out.read_text(errors="replace"))
+            for module, (proc, out) in _MODULE_HELPS.items()}
+
+
+# ------------------------------------------------------------------------------------- (a) commands
+
+def test_the_readmes_show_commands():
+    """The scan finds the commands (a broken parser would make the checks below vacuous)."""
+    shown = _all_commands()
+    main_readme = [t for p, _, t in shown if p == "README.md"]
+    assert any(t[:2] == ["sllmsim", "run"] for t in main_readme)
+    assert any(t[:3] == ["python", "-m", "pytest"] for t in main_readme)
+    assert len({tuple(t[:2]) for _, _, t in shown if t[0] == "sllmsim"}) >= 10
+
+
+@pytest.mark.parametrize("readme", READMES, ids=_IDS)
+def test_every_sllmsim_command_shown_is_accepted(readme):
+    problems = []
+    for where, tokens in _commands(readme):
+        if tokens[0] != "sllmsim":
+            continue
+        shown = " ".join(tokens)
+        path, rest, error = _command_path(tokens[1:])
+        if error:
+            problems.append(f"{where} `{shown}`: {error}")
+            continue
+        rc, help_text = _sllmsim_help(path)
+        if rc != 0:
+            problems.append(f"{where} `{shown}`: `sllmsim {' '.join(path)} --help` exited {rc}")
+            continue
+        for flag in _flags(rest):
+            if not _flag_in(flag, help_text):
+                problems.append(f"{where} `{shown}`: `sllmsim {' '.join(path)}` has no option {flag}")
+    assert not problems, f"{readme.relative_to(REPO)}:\n" + "\n".join(problems)
+
+
+# ------------------------------------------------------------------------------------ (b) set-up
+
+def _setup_commands() -> list[str]:
+    text = _text(REPO / "README.md")
+    section = text.split("\n## Set-up\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [block for lang, block in _fenced(section) if lang in _SHELL_LANGS]
+    assert blocks, "README.md: the Set-up section has no shell code block"
+    return [line.split("  #", 1)[0].strip() for line in blocks[0].splitlines() if line.strip()]
+
+
+def _pyproject() -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads(_text(REPO / "pyproject.toml"))
+
+
+def test_setup_install_names_the_constraints_file_and_existing_extras():
+    installs = [c for c in _setup_commands() if c.startswith("pip install")]
+    assert len(installs) == 1, installs
+    tokens = shlex.split(installs[0])
+    assert "-c" in tokens and (REPO / tokens[tokens.index("-c") + 1]).is_file()
+    target = tokens[tokens.index("-e") + 1]
+    match = re.fullmatch(r"\.\[([\w,-]+)\]", target)
+    assert match, f"README.md set-up installs {target!r}, expected '.[extra,...]'"
+    extras = set(match.group(1).split(","))
+    known = set(_pyproject()["project"]["optional-dependencies"])
+    assert extras <= known, f"README.md set-up names extras {sorted(extras - known)} not in pyproject.toml"
+    # CI installs at least what the README does (and runs the same tests).
+    ci_install = next(line for line in _text(REPO / ".ci" / "run").splitlines() if "-c constraints.txt" in line)
+    ci_extras = set(re.search(r"\.\[([\w,-]+)\]", ci_install).group(1).split(","))
+    assert extras <= ci_extras
+
+
+def test_setup_test_command_is_the_one_ci_runs():
+    tests = [c for c in _setup_commands() if "pytest" in c]
+    ci_lines = [line.strip() for line in _text(REPO / ".ci" / "run").splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert tests == [ci_lines[-1]], f"README.md tests with {tests}, .ci/run with {ci_lines[-1]!r}"
+
+
+def test_setup_example_run_works(tmp_path, monkeypatch):
+    runs = [shlex.split(c) for c in _setup_commands() if c.startswith("sllmsim run")]
+    assert len(runs) == 1, runs
+    monkeypatch.chdir(REPO)  # the README's paths are relative to the repository root
+    out = tmp_path / "run"
+    assert sllmsim_main([*runs[0][1:], "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] == summary["completed"] == 2
+    log = (out / "scheduler.log").read_text()
+    # "the spec's two-server example": each model on the node its target_nodes name.
+    assert "Allocated node 0 for model opt-2.7b" in log and "Allocated node 1 for model opt-1.3b" in log
+    assert {p.name for p in out.iterdir()} >= {"requests.csv", "instances.csv", "timeseries.csv", "latency_cdf.png"}
+
+
+# ------------------------------------------------------------------------------ (c) where is X
+
+_POINTER = re.compile(r"`([\w./-]+\.py)`\s+`([A-Za-z_][\w.]*)`")
+
+
+def _pointers(text: str) -> list[tuple[str, str]]:
+    return _POINTER.findall(_prose(text))
+
+
+@lru_cache(maxsize=None)
+def _module_tree(path: str) -> ast.Module:
+    return ast.parse((REPO / path).read_text(encoding="utf-8"), filename=path)
+
+
+def _defines(tree: ast.Module, dotted: str) -> bool:
+    """Whether ``dotted`` (``name``, ``Class.method``, ``function.inner``) is defined in ``tree``."""
+    body = tree.body
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        found = None
+        for node in body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == part:
+                found = node
+            elif i == len(parts) - 1 and isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Name) and t.id == part for t in targets):
+                    return True
+        if found is None:
+            return False
+        body = found.body
+    return True
+
+
+def test_the_where_is_x_table_points_somewhere_in_every_cell():
+    text = _text(REPO / "README.md")
+    section = text.split("\n## Where is X\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]  # after header and rule
+    concerns = {"arrival", "admission", "placement decided", "placement applied", "scaling", "loading",
+                "reclaim", "migration", "records", "metrics", "reports"}
+    named = {row.split("|")[1].strip() for row in rows}
+    missing = {c for c in concerns if not any(c in name for name in named)}
+    assert not missing, f"README.md's where-is-X table lacks rows for {sorted(missing)}"
+    for row in rows:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")][1:]
+        for cell in cells:
+            assert not cell or _pointers(cell), f"README.md where-is-X: cell {cell!r} names no `file.py` `name`"
+
+
+@pytest.mark.parametrize("readme", READMES, ids=_IDS)
+def test_every_code_pointer_resolves(readme):
+    problems = []
+    for path, name in _pointers(_text(readme)):
+        if not (REPO / path).is_file():
+            problems.append(f"`{path}` does not exist")
+        elif not _defines(_module_tree(path), name):
+            problems.append(f"`{path}` defines no `{name}`")
+    assert not problems, f"{readme.relative_to(REPO)}:\n" + "\n".join(problems)
+
+
+def test_the_pointer_check_can_fail():
+    tree = _module_tree("sllmsim/cli/__init__.py")
+    assert _defines(tree, "main") and _defines(tree, "LazyGroup.get_command") and _defines(tree, "COMMANDS")
+    assert not _defines(tree, "LazyGroup.no_such_method") and not _defines(tree, "no_such_function")
+    assert len(_pointers(_text(REPO / "README.md"))) >= 30
+
+
+# ---------------------------------------------------------------------------------------- links
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+@lru_cache(maxsize=None)
+def _anchors(path: Path) -> frozenset[str]:
+    anchors, seen = set(), {}
+    for line in _prose(_text(path)).splitlines():
+        match = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if match:
+            slug = _slug(match.group(1))
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return frozenset(anchors)
+
+
+def test_slugs_follow_github():
+    assert _slug("`storage_aware` and the reference's own decisions (`serverlessllm`)") == \
+        "storage_aware-and-the-references-own-decisions-serverlessllm"
+    assert _slug("Fidelity: calibrate and validate") == "fidelity-calibrate-and-validate"
+
+
+@pytest.mark.parametrize("readme", READMES, ids=_IDS)
+def test_every_relative_link_resolves(readme):
+    problems = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", _prose(_text(readme))):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (readme.parent / file_part).resolve() if file_part else readme
+        if not dest.exists():
+            problems.append(f"link {target!r}: {file_part} does not exist")
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            problems.append(f"link {target!r}: {dest.relative_to(REPO)} has no heading #{anchor}")
+    assert not problems, f"{readme.relative_to(REPO)}:\n" + "\n".join(problems)
+
+
+def test_the_folder_readmes_are_linked_from_the_map():
+    links = set(re.findall(r"\]\(([^)#\s]+)", _text(REPO / "README.md")))
+    for folder in ("sllmsim/sim", "live", "traces", "experiments"):
+        assert f"{folder}/README.md" in links
+
+
+# ------------------------------------------------------------- (a) `python -m` commands, last
+#
+# Last in the file: the subprocesses started at collection have had the other tests' time to finish.
+
+def test_every_python_module_command_shown_is_accepted(module_helps):
+    modules = _module_commands()
+    assert "pytest" in modules and "sllmsim.bench.sim" in modules
+    problems = []
+    for module, flags in sorted(modules.items()):
+        if importlib.util.find_spec(module) is None:
+            problems.append(f"`python -m {module}`: no such module")
+            continue
+        if module not in module_helps:
+            continue
+        rc, help_text = module_helps[module]
+        if rc != 0:
+            problems.append(f"`python -m {module} --help` exited {rc}: {help_text[-500:]}")
+        problems += [f"`python -m {module}` has no option {flag}" for flag in sorted(flags)
+                     if not _flag_in(flag, help_text)]
+    assert not problems, "\n".join(problems)
