@@ -239,6 +239,33 @@ def test_every_sllmsim_command_shown_is_accepted(readme):
     assert not problems, f"{readme.relative_to(REPO)}:\n" + "\n".join(problems)
 
 
+def _section(path: Path, heading: str) -> str:
+    text = _text(path)
+    assert f"\n## {heading}\n" in text, f"{path.relative_to(REPO)} has no section '## {heading}'"
+    return text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize(("readme", "heading", "command"), [
+    ("sllmsim/sim/README.md", "Running a trace", ("run",)),
+    ("live/README.md", "Operator flags", ("live",)),
+])
+def test_option_tables_list_exactly_the_commands_options(readme, heading, command):
+    """An option table names every option of its command, and only those."""
+    import click
+
+    from sllmsim.cli import cli
+
+    rows = [line for line in _section(REPO / readme, heading).splitlines() if line.startswith("| `-")]
+    shown = {flag for row in rows for flag in re.findall(r"`(--[\w-]+)", row.split("|")[1])}
+    cmd = cli
+    for name in command:
+        cmd = cmd.get_command(click.Context(cli), name)
+    options = {opt for p in cmd.params if isinstance(p, click.Option) for opt in p.opts if opt.startswith("--")}
+    options.discard("--help")
+    assert shown == options, (f"{readme} '{heading}': missing {sorted(options - shown)}, "
+                              f"not options of sllmsim {' '.join(command)}: {sorted(shown - options)}")
+
+
 # ------------------------------------------------------------------------------------ (b) set-up
 
 def _setup_commands() -> list[str]:
