@@ -327,8 +327,51 @@ def test_setup_example_run_works(tmp_path, monkeypatch):
 _POINTER = re.compile(r"`([\w./-]+\.py)`\s+`([A-Za-z_][\w.]*)`")
 
 
+_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
 def _pointers(text: str) -> list[tuple[str, str]]:
-    return _POINTER.findall(_prose(text))
+    """(file, name) of each `file.py` `name` pair in prose; in a table row, every `name` after a
+    `file.py` in the same cell belongs to that file (`a.py` `f`, `g`)."""
+    found = []
+    for line in _prose(text).splitlines():
+        if not line.startswith("|"):
+            found += _POINTER.findall(line) if "`" in line else []
+            continue
+        for cell in line.strip().strip("|").split("|"):
+            current = None
+            for span in re.findall(r"`([^`]+)`", cell):
+                if span.endswith(".py"):
+                    current = span
+                elif current and _NAME.fullmatch(span):
+                    found.append((current, span))
+    # Pairs split over two lines of prose.
+    found += [p for p in _POINTER.findall(_prose(text)) if p not in found]
+    return found
+
+
+def _dotted_names(text: str) -> list[str]:
+    """Importable names the prose shows as code: `sllmsim.x.y`, `live.x.Y` (a call's `(...)` dropped)."""
+    names = []
+    for span in re.findall(r"`([^`\n]+)`", _prose(text)):
+        name = re.sub(r"\(.*\)$", "", span.strip())
+        if re.fullmatch(r"(sllmsim|live)(\.[A-Za-z_]\w*)+", name):
+            names.append(name)
+    return names
+
+
+def _resolve_dotted(name: str) -> str:
+    """"" when ``name`` is a module, or a class/function/constant of one; else the reason."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        base = REPO.joinpath(*parts[:i])
+        path = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+        if path.is_file():
+            rest = ".".join(parts[i:])
+            if not rest or _defines(_module_tree(str(path.relative_to(REPO))), rest, imports=True):
+                return ""
+            return f"{path.relative_to(REPO)} defines no `{rest}`"
+    return "no such module"
 
 
 @lru_cache(maxsize=None)
@@ -336,9 +379,14 @@ def _module_tree(path: str) -> ast.Module:
     return ast.parse((REPO / path).read_text(encoding="utf-8"), filename=path)
 
 
-def _defines(tree: ast.Module, dotted: str) -> bool:
-    """Whether ``dotted`` (``name``, ``Class.method``, ``function.inner``) is defined in ``tree``."""
+def _defines(tree: ast.Module, dotted: str, imports: bool = False) -> bool:
+    """Whether ``dotted`` (``name``, ``Class.method``, ``function.inner``) is defined in ``tree``
+    (with ``imports``, a module-level name it imports counts too: ``module.name`` works in Python)."""
     body = tree.body
+    if imports and "." not in dotted and any(
+            (a.asname or a.name).split(".")[0] == dotted
+            for node in body if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names):
+        return True
     parts = dotted.split(".")
     for i, part in enumerate(parts):
         found = None
@@ -381,11 +429,20 @@ def test_every_code_pointer_resolves(readme):
     assert not problems, f"{readme.relative_to(REPO)}:\n" + "\n".join(problems)
 
 
+@pytest.mark.parametrize("readme", READMES, ids=_IDS)
+def test_every_dotted_name_resolves(readme):
+    problems = [f"`{name}`: {why}" for name in _dotted_names(_text(readme)) if (why := _resolve_dotted(name))]
+    assert not problems, f"{readme.relative_to(REPO)}:\n" + "\n".join(problems)
+
+
 def test_the_pointer_check_can_fail():
     tree = _module_tree("sllmsim/cli/__init__.py")
     assert _defines(tree, "main") and _defines(tree, "LazyGroup.get_command") and _defines(tree, "COMMANDS")
     assert not _defines(tree, "LazyGroup.no_such_method") and not _defines(tree, "no_such_function")
-    assert len(_pointers(_text(REPO / "README.md"))) >= 30
+    assert len(_pointers(_text(REPO / "README.md"))) >= 40
+    assert ("sllmsim/sim/engine.py", "Simulation._admit") in _pointers(_text(REPO / "README.md"))
+    assert _resolve_dotted("sllmsim.core.placement.place") == "" and _resolve_dotted("sllmsim.core") == ""
+    assert _resolve_dotted("sllmsim.core.placement.no_such") and _resolve_dotted("sllmsim.no_such.x")
 
 
 # ---------------------------------------------------------------------------------------- links
