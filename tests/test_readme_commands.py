@@ -65,6 +65,11 @@ def _prose(text: str) -> str:
     return _FENCE.sub("", text)
 
 
+def _code_spans(text: str) -> list[str]:
+    """Inline code of the prose, a span wrapped over lines joined with a space (as Markdown does)."""
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", _prose(text))]
+
+
 def _tokens(line: str) -> list[str]:
     lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
     lexer.whitespace_split = True
@@ -115,7 +120,7 @@ def _commands(path: Path) -> list[tuple[str, list[str]]]:
     for lang, block in _fenced(text):
         if lang in _SHELL_LANGS:
             found += [("code block", c) for c in _commands_in_shell(block)]
-    for span in re.findall(r"`([^`\n]+)`", _prose(text)):
+    for span in _code_spans(text):
         if span.startswith("sllmsim ") or span.startswith("python -m "):
             # Placeholders such as `[--out DIR]` or `...` are not tokens of the command.
             tokens = [t.strip("[]") for t in _tokens(span.replace("...", " "))]
@@ -353,8 +358,8 @@ def _pointers(text: str) -> list[tuple[str, str]]:
 def _dotted_names(text: str) -> list[str]:
     """Importable names the prose shows as code: `sllmsim.x.y`, `live.x.Y` (a call's `(...)` dropped)."""
     names = []
-    for span in re.findall(r"`([^`\n]+)`", _prose(text)):
-        name = re.sub(r"\(.*\)$", "", span.strip())
+    for span in _code_spans(text):
+        name = re.sub(r"\(.*\)$", "", span)
         if re.fullmatch(r"(sllmsim|live)(\.[A-Za-z_]\w*)+", name):
             names.append(name)
     return names
