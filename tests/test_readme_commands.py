@@ -6,23 +6,25 @@ Commands are taken from fenced code blocks (a line starting with ``sllmsim`` or 
 ``\\`` continuations, ``&&``/``;``/``|`` chains and ``#`` comments) and from inline code spans that
 start with ``sllmsim `` or ``python -m``. An ``sllmsim`` command must name an existing subcommand
 path, its ``--help`` must exit 0 in process, and each flag it shows must appear in that help. A
-``python -m MODULE`` command must be importable, and ``python -m MODULE --help`` (subprocesses, all
-started at collection) must exit 0 and list each flag shown.
+``python -m MODULE`` command must be importable, and ``python -m MODULE --help`` (run in process with
+``runpy``, as ``python -m`` does; pytest's in a subprocess) must exit 0 and list each flag shown.
 """
 
 from __future__ import annotations
 
 import ast
-import atexit
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import re
+import runpy
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
+import traceback
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -139,9 +141,6 @@ def _flag_in(flag: str, help_text: str) -> bool:
 
 @lru_cache(maxsize=None)
 def _sllmsim_help(path: tuple[str, ...]) -> tuple[int, str]:
-    import contextlib
-    import io
-
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         rc = sllmsim_main([*path, "--help"])
@@ -177,39 +176,30 @@ def _module_commands() -> dict[str, set[str]]:
     return modules
 
 
-def _start_module_helps() -> dict[str, tuple[subprocess.Popen, Path]]:
-    """Start `python -m MODULE --help` of every module the READMEs run, all at once and as soon as
-    this file is collected, so that their start-up (live modules import torch) overlaps other tests."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    out_dir = Path(tempfile.mkdtemp(prefix="sllmsim-readme-help-"))
-    procs = {}
-    for i, module in enumerate(sorted(_module_commands())):
-        if module.split(".")[0] == "live" and importlib.util.find_spec("torch") is None:
-            continue  # live mode's extras are not installed here
-        out = out_dir / f"{i}.txt"
-        with out.open("w") as sink:
-            procs[module] = (subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=REPO, env=env,
-                                              stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT), out)
-
-    def stop() -> None:
-        for proc, _ in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(out_dir, ignore_errors=True)
-
-    atexit.register(stop)
-    return procs
-
-
-_MODULE_HELPS = _start_module_helps()
-
-
-@pytest.fixture(scope="module")
-def module_helps() -> dict[str, tuple[int, str]]:
-    """Exit status and output of each `python -m MODULE --help`."""
-    return {module: (proc.wait(timeout=300), out.read_text(errors="replace"))
-            for module, (proc, out) in _MODULE_HELPS.items()}
+def _module_help(module: str) -> tuple[int, str]:
+    """Exit status and output of `python -m MODULE --help`: run in this process as `python -m` runs it
+    (``runpy``, as ``__main__``), so that a module whose imports other tests have paid (torch) costs
+    nothing more; pytest itself, the runner of this very test, in a subprocess."""
+    if module == "pytest":
+        proc = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+        return proc.returncode, proc.stdout + proc.stderr
+    out = io.StringIO()
+    argv = sys.argv[:]
+    sys.argv = [module, "--help"]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules ... prior to execution"
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception:  # what `python -m` would print as a traceback, exiting 1
+        out.write(traceback.format_exc())
+        rc = 1
+    finally:
+        sys.argv = argv
+    return rc, out.getvalue()
 
 
 # ------------------------------------------------------------------------------------- (a) commands
@@ -498,11 +488,9 @@ def test_the_folder_readmes_are_linked_from_the_map():
         assert f"{folder}/README.md" in links
 
 
-# ------------------------------------------------------------- (a) `python -m` commands, last
-#
-# Last in the file: the subprocesses started at collection have had the other tests' time to finish.
+# ------------------------------------------------------------------------ (a) `python -m` commands
 
-def test_every_python_module_command_shown_is_accepted(module_helps):
+def test_every_python_module_command_shown_is_accepted():
     modules = _module_commands()
     assert "pytest" in modules and "sllmsim.bench.sim" in modules
     problems = []
@@ -510,9 +498,9 @@ def test_every_python_module_command_shown_is_accepted(module_helps):
         if importlib.util.find_spec(module) is None:
             problems.append(f"`python -m {module}`: no such module")
             continue
-        if module not in module_helps:
-            continue
-        rc, help_text = module_helps[module]
+        if module.split(".")[0] == "live" and importlib.util.find_spec("torch") is None:
+            continue  # live mode's extras are not installed here
+        rc, help_text = _module_help(module)
         if rc != 0:
             problems.append(f"`python -m {module} --help` exited {rc}: {help_text[-500:]}")
         problems += [f"`python -m {module}` has no option {flag}" for flag in sorted(flags)
