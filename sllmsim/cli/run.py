@@ -52,7 +52,7 @@ def run(trace_path: Path, out_dir: Path | None, seed: int | None, placement: str
     """Simulate TRACE.yaml and write its run folder.
 
     The trace names the hardware JSON, the deploy configs, the scheduler, where checkpoints start,
-    and the requests (explicit, a CSV, or generated workloads); see the README's "Simulating a trace".
+    and the requests (explicit, a CSV, or generated workloads); see traces/README.md (the format).
     The run folder holds requests.csv, instances.csv, timeseries.csv, summary.json,
     resolved_config.yaml, scheduler.log and PNG plots.
     """

@@ -1,5 +1,5 @@
 """The ``serverlessllm`` placement policy against ServerlessLLM 0.8.0's own ``StorageAwareScheduler``,
-and the deviations of ``storage_aware`` from it, one test each (the README's table).
+and the deviations of ``storage_aware`` from it, one test each (the table in sllmsim/sim/README.md).
 
 The differential test needs the reference package (``pip install --no-deps serverless-llm==0.8.0``;
 ``.ci/run`` installs it) and skips without it; the pinning tests run everywhere, and where the
