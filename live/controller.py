@@ -670,14 +670,15 @@ class Controller:
         place its model again."""
         dep = inst.deployment
         await asyncio.gather(*waits, return_exceptions=True)
-        self._record_phase(inst, Phase.QUEUED, inst.placed_s, self.recorder.now_s(), tier=inst.tier_planned)
+        now = self.recorder.now_s()
+        self._record_phase(inst, Phase.QUEUED, inst.placed_s, now, tier=inst.tier_planned)
         if inst.slots_held >= inst.num_gpus and not self._closing:
             inst.slots_held = None
             await self._load(inst)
             return
         logger.warning("making room for %s on node %s did not free its GPUs; placing it again", dep.name,
                        inst.node_id)
-        self._forget(inst)
+        self._forget(inst, now_s=now)  # it ends where its wait ended
         self._hold_slots(dep, inst.node_id, -inst.slots_held)
         inst.slots_held = 0
         self._rescale_all()
@@ -703,9 +704,10 @@ class Controller:
             self._record_phase(inst, inst.phase, inst.phase_since_s, now, tier=inst.tier)
         inst.phase, inst.phase_since_s = phase, now
 
-    def _forget(self, inst: Instance, tier: str = "") -> None:
-        """Record ``inst``'s zero-length ``released`` phase now and drop it from its deployment."""
-        now = self.recorder.now_s()
+    def _forget(self, inst: Instance, tier: str = "", now_s: float | None = None) -> None:
+        """Record ``inst``'s zero-length ``released`` phase (now, or at ``now_s``) and drop it from its
+        deployment."""
+        now = self.recorder.now_s() if now_s is None else now_s
         self._record_phase(inst, Phase.RELEASED, now, now, tier=tier)
         inst.deployment.instances.pop(inst.instance_id, None)
 

@@ -21,8 +21,6 @@ from live.migration import RunningRequest
 
 #: Phases whose period is recorded (start and end) when the instance leaves them.
 RECORDED_PHASES = frozenset({Phase.READY, Phase.IDLE, Phase.MIGRATING, Phase.RESUMING})
-#: Phases the ``sllmsim_instances`` gauge counts (an instance being released is no longer counted).
-GAUGED_PHASES = (Phase.LOADING, Phase.READY, Phase.IDLE, Phase.MIGRATING, Phase.RESUMING)
 
 
 @dataclass(eq=False)

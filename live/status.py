@@ -10,8 +10,11 @@ from sllmsim.config.hardware import ClusterSpec
 from sllmsim.records import Phase
 
 from live.metrics_prom import GaugeState
-from live.state import GAUGED_PHASES, Deployment
+from live.state import Deployment
 from live.worker import NodeWorker
+
+#: Phases the ``sllmsim_instances`` gauge counts (an instance being released is no longer counted).
+GAUGED_PHASES = (Phase.LOADING, Phase.READY, Phase.IDLE, Phase.MIGRATING, Phase.RESUMING)
 
 
 def unavailable_reason(dep: Deployment, workers: Mapping[str, NodeWorker], registry) -> str:
