@@ -127,6 +127,8 @@ class Calibration:
     """Each model's decode step at each batch size of the sweep (:mod:`live.calibration.batch_sweep`)."""
     batch_samples: list[Measurement] = field(default_factory=list)
     """The samples behind :attr:`batch_points`."""
+    num_gpus: int = 1
+    """``num_gpus`` written for every node (chosen, not measured: live mode's nodes share the device)."""
 
     @property
     def batch_fit(self) -> BatchFit | None:
@@ -177,7 +179,7 @@ class Calibration:
             "disk_size": size_text(self.disk_size_bytes),
             "disk_bandwidth": rate_text(m["disk_read_bytes_per_s"].median),
             "network_bandwidth": rate_text(self.network_bandwidth_bytes_per_s),
-            "num_gpus": 1,
+            "num_gpus": self.num_gpus,
             "gpu": self.gpu_type(),
         }
         if self.models:

@@ -67,7 +67,7 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
               probe_bytes: int = 256 * _MiB, network_bandwidth_bytes_per_s: float = _GiB / 8,
               threads: int | None = None, node_ids: Sequence[str] = ("0", "1"),
               host_size_bytes: int | None = None, disk_size_bytes: int | None = None,
-              prompt_tokens: int = 128, decode_tokens: int = 32,
+              prompt_tokens: int = 128, decode_tokens: int = 32, num_gpus: int = 1,
               progress: Callable[[str], None] | None = None) -> Calibration:
     """Measure this machine (see the module docstring). Without ``models``, the :data:`PROBE_MODELS`
     are built under the storage folder and removed afterwards."""
@@ -140,7 +140,7 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
                        models=profiles, network_bandwidth_bytes_per_s=network,
                        host_size_bytes=host_size_bytes or host_default, disk_size_bytes=disk_size_bytes or disk_default,
                        notes=notes, load_average_1min=load_average, serving=serving, small_checkpoint=small,
-                       batch_points=batch_points, batch_samples=batch_samples)
+                       batch_points=batch_points, batch_samples=batch_samples, num_gpus=num_gpus)
 
 
 def _device_name(dev: torch.device) -> str:

@@ -136,9 +136,12 @@ def print_calibration(cal, console=None) -> None:
 @click.option("--probe-size", default="256MB", show_default=True, help="Size of the probe file and buffers.")
 @click.option("--prompt-tokens", default=128, show_default=True, type=click.IntRange(1, 4096),
               help="Prompt length of the prefill measurement.")
+@click.option("--num-gpus", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="num_gpus per node written to the JSON (on a CPU machine: instances a node runs at once, "
+                   "all on the CPU).")
 def calibrate(storage: Path, out: Path, models: tuple[Path, ...], repeats: int, device: str, threads: int | None,
               nodes: str, network_bandwidth: str, host_size: str | None, disk_size: str | None, probe_size: str,
-              prompt_tokens: int) -> None:
+              prompt_tokens: int, num_gpus: int) -> None:
     """Measure this machine's storage tiers, copies, load overheads and model speed; write a hardware JSON."""
     node_ids = [n.strip() for n in nodes.split(",") if n.strip()]
     if not node_ids or len(set(node_ids)) != len(node_ids):
@@ -160,6 +163,7 @@ def calibrate(storage: Path, out: Path, models: tuple[Path, ...], repeats: int, 
         cal = run_calibration(storage, models, device=device, repeats=repeats, probe_bytes=probe,
                               network_bandwidth_bytes_per_s=net, threads=threads, node_ids=node_ids,
                               host_size_bytes=host, disk_size_bytes=disk, prompt_tokens=prompt_tokens,
+                              num_gpus=num_gpus,
                               progress=lambda msg: status.update(f"calibrating: {msg}"))
     print_calibration(cal, Console())
     out.parent.mkdir(parents=True, exist_ok=True)

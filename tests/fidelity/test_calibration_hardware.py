@@ -85,3 +85,13 @@ def test_the_batch_sweep_sets_the_per_sequence_decode_cost():
                           models=cal.models, network_bandwidth_bytes_per_s=cal.network_bandwidth_bytes_per_s,
                           host_size_bytes=cal.host_size_bytes, disk_size_bytes=cal.disk_size_bytes)
     assert "decode_overhead_per_sequence_s" not in without.hardware(["0"])["0"]  # no sweep, no key
+
+
+def test_num_gpus_is_written_as_chosen():
+    cal = Calibration(device="cpu", device_name="x86_64", torch_threads=1, measurements={
+        "host_to_device_bytes_per_s": Measurement("host_to_device_bytes_per_s", "", "bytes/s", (1e9, 1e9)),
+        "disk_read_bytes_per_s": Measurement("disk_read_bytes_per_s", "", "bytes/s", (5e8, 5e8)),
+    }, models=[], network_bandwidth_bytes_per_s=1024**3 / 8, host_size_bytes=128 * _MiB, disk_size_bytes=1024**3,
+        num_gpus=2)
+    assert [n["num_gpus"] for n in cal.hardware(["0", "1"]).values()] == [2, 2]
+    assert parse_hardware(cal.hardware(["0"])).node("0").num_gpus == 2
