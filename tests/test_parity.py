@@ -1,4 +1,4 @@
-"""Parity: one scenario through the SimPy engine and through the live controller, same scheduler log.
+"""Parity: scenarios through the SimPy engine and through the live controller, same scheduler log.
 
 Two one-GPU nodes (the spec's hardware), three tiny random-weight models and ``reclaim_idle``:
 
@@ -15,10 +15,24 @@ test compares them line by line — placements and reclaims exactly (instance id
 instances' first requests), option lists node by node with each estimate's tier (the estimate is the
 checkpoint size over one of the node's bandwidths) and value — and the releases (model, node, time).
 
-Not covered: migration. The simulator's decode time for a tiny checkpoint is its roofline's (far below a
-millisecond per token) while the live CPU decode takes milliseconds, so no running request of the
-simulator lasts long enough for a later arrival to find it; a migration scenario needs the two decode
-speeds to agree, which they do not for these tiny models.
+A second scenario adds the migration, on the same hardware with a slow network (2 Mbps) and
+``enable_migration``:
+
+* ``long`` (on both nodes' disks) cold-starts on node 0 from the disk for a 2-token request and stays idle.
+* Once that instance is past the core's thrash guard, a 400-token ``long`` generation starts on it;
+  after its first tokens ``short`` (on node 0's disk and in its host memory) arrives. Node 0 with a
+  migration plan (move ``long``'s instance to node 1, which loads it from its disk) beats a download
+  onto node 1: both runtimes log the same ranking, the same plan and the same allocation, then move
+  the request (source ``migrating`` and released on node 0, destination ``resuming`` on node 1), and
+  the long request finishes on node 1, migrated.
+
+For the second scenario the simulator's hardware is fitted to the CPU the live side ran on: each
+forward pass takes the live run's mean time per generated token (``forward_overhead_s``, which no
+startup estimate uses), so a simulated request decodes for as long as the live one and is still
+running when ``short`` arrives. Without the fit the simulator's roofline decodes a tiny checkpoint in
+far under a millisecond per token, and no simulated request would last long enough to be moved. The
+plan's cost includes ``alpha × tokens so far``, each runtime's own decode progress at the arrival,
+so it is compared to a few tokens' worth of ``alpha``; the rest of each estimate exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ from sllmsim.config.hardware import parse_hardware  # noqa: E402
 from sllmsim.config.trace import parse_trace  # noqa: E402
 from sllmsim.core.migration import movable_from_s  # noqa: E402
 from sllmsim.core.snapshot import DEFAULT_RESUME_ALPHA_S_PER_TOKEN  # noqa: E402
+from sllmsim.records import Phase  # noqa: E402
 from sllmsim.sim import simulate  # noqa: E402
 from sllmsim.units import parse_bandwidth_bytes_per_s  # noqa: E402
 
@@ -60,6 +75,8 @@ STEPS = ((0.0, ("alpha",)), (2.0, ("beta",)), (3.0, ("gamma",)), (4.0, ("alpha",
 #: Live steps start late by scheduling and load jitter; release times differ by the live service
 #: times (tens of milliseconds on the CPU) that the simulator does not have for a tiny checkpoint.
 TIME_TOLERANCE_S = 0.5
+#: Records are compared up to each runtime's last finish plus this (its last releases are recorded by then).
+END_MARGIN_S = 0.2
 #: Estimates of the two runtimes are the same formula on the same sizes: equal up to rounding.
 ESTIMATE_REL = 1e-9
 
@@ -198,8 +215,22 @@ def _releases(phases, names: dict[str, str], until_s: float) -> list[tuple[str, 
                    if p.phase == "released" and p.start_s <= until_s), key=lambda r: r[2])
 
 
-def test_the_simulator_and_live_mode_log_the_same_decisions(tmp_path):
-    folders = {name: make_tiny_model(tmp_path / name, arch, seed)
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """``make(arch, seed)``: a tiny random-weight model's folder, built once per module (read-only:
+    deploying copies it into the run's store)."""
+    built = {}
+
+    def make(arch: str, seed: int):
+        if (arch, seed) not in built:
+            built[arch, seed] = make_tiny_model(tmp_path_factory.mktemp(f"tiny-{arch}-{seed}") / "model", arch, seed)
+        return built[arch, seed]
+
+    return make
+
+
+def test_the_simulator_and_live_mode_log_the_same_decisions(tmp_path, tiny_model):
+    folders = {name: tiny_model(arch, seed)
                for name, arch, seed in (("alpha", "opt", 0), ("beta", "llama", 0), ("gamma", "opt", 1))}
     configs = _deploy_configs(folders)
     recorder, sizes = asyncio.run(_live(tmp_path, configs))
@@ -240,9 +271,12 @@ def test_the_simulator_and_live_mode_log_the_same_decisions(tmp_path):
     assert sim_tiers[:3] == tiers[:3] == [("alpha", "0", "disk"), ("beta", "1", "host"), ("gamma", "0", "network")]
 
     # Releases: which instance on which node, and when (relative to the first arrival).
-    live_end_s = max(r.finish_s for r in live_requests) + 0.2
+    # Up to each runtime's own last finish (plus a little): the t=4 instances' keep-alive releases
+    # come a second after it, in both, and are not part of the scenario. (Cutting the simulator at
+    # the live end instead took them in whenever the live t=4 loads ran late on a loaded machine.)
+    live_end_s = max(r.finish_s for r in live_requests) + END_MARGIN_S
     live_rel = _releases(live_phases, live_names, live_end_s)
-    sim_rel = _releases(sim.phases, sim_names, live_end_s - live_t0)
+    sim_rel = _releases(sim.phases, sim_names, max(r.finish_s for r in sim.requests) + END_MARGIN_S)
     # Compared per instance: the two reclaims at t=4 release at the same simulated instant, so
     # their order is a tie in the simulator and a race of two unloads live.
     live_by_name = {n: (node, t - live_t0) for n, node, t in live_rel}
@@ -262,16 +296,19 @@ MIGRATION_HARDWARE = {node: {**spec, "network_bandwidth": "2Mbps"} for node, spe
 #: context is 512 tokens).
 LONG_TOKENS = 400
 #: Tokens the long generation has streamed when ``short`` arrives.
-TOKENS_BEFORE_ARRIVAL = 4
+TOKENS_BEFORE_ARRIVAL = 2
 #: Past the thrash guard: the controller's ready time and the recorder's clock differ by microseconds.
 GUARD_MARGIN_S = 0.05
 #: The plan's cost is ``load + beta + alpha × tokens so far``: the load is the same formula in both
 #: runtimes, the tokens so far are each runtime's own progress at the arrival (the simulator decodes
-#: at the live run's mean rate, the live run at its momentary one), so the costs agree to this many
-#: tokens' worth of ``alpha``.
+#: at the live run's mean rate from the live time to first token, the live run at its momentary
+#: rate), so the costs agree to this many tokens' worth of ``alpha`` (differences of 0 to 3 tokens
+#: were seen on a loaded machine).
 PLAN_TOKENS_TOLERANCE = 8
 #: Phases that show the move: the source's ``migrating``, the destination's ``resuming``, releases.
-MOVE_PHASES = ("migrating", "resuming", "released")
+MOVE_PHASES = (Phase.MIGRATING.value, Phase.RESUMING.value, Phase.RELEASED.value)
+#: Phases of a load (the destination's, before it resumes).
+LOAD_PHASES = (Phase.DOWNLOADING.value, Phase.LOADING_TO_HOST.value, Phase.LOADING_TO_GPU.value)
 
 
 def _migration_configs(folders: dict[str, object]) -> list[dict]:
@@ -326,12 +363,18 @@ async def _live_migration(tmp_path, configs: list[dict]) -> tuple[LiveRecorder, 
         await controller.close()
 
 
-def _simulate_migration(configs: list[dict], sizes: dict[str, int], live_requests, per_token_s: float):
+def _simulate_migration(configs: list[dict], sizes: dict[str, int], live_requests):
     """The simulator on the live run's requests (arrival times relative to the first, prompt and
-    output token counts), on the migration hardware fitted to the live CPU: every forward pass takes
-    the live run's mean time per generated token (``forward_overhead_s``, which no startup estimate
-    uses, so both runtimes' options are still computed from the same figures)."""
-    hardware = {node: {**spec, "forward_overhead_s": per_token_s} for node, spec in MIGRATION_HARDWARE.items()}
+    output token counts), on the migration hardware fitted to the live CPU by the long generation
+    (a warm instance's): a forward pass takes its mean time per generated token after the first
+    (``forward_overhead_s``), and a request waits, before its prefill pass, for the rest of its time
+    to first token (``request_overhead_s``). No startup estimate uses either, so both runtimes'
+    options are still computed from the same figures."""
+    long = live_requests[1]
+    per_token_s = (long.finish_s - long.first_token_s) / (long.output_tokens - 1)
+    request_s = max(0.0, long.first_token_s - long.arrival_s - per_token_s)
+    hardware = {node: {**spec, "forward_overhead_s": per_token_s, "request_overhead_s": request_s}
+                for node, spec in MIGRATION_HARDWARE.items()}
     models = [{**cfg, "checkpoint_size": sizes[cfg["model"]]} for cfg in configs]
     t0 = live_requests[0].arrival_s
     requests = [{"time": r.arrival_s - t0, "model": r.model, "input_tokens": r.input_tokens,
@@ -352,16 +395,14 @@ def _move_phases(phases, names: dict[str, str], until_s: float) -> dict[str, lis
     return out
 
 
-def test_the_simulator_and_live_mode_decide_the_same_migration(tmp_path):
-    folders = {name: make_tiny_model(tmp_path / name, arch, 0) for name, arch in (("long", "llama"), ("short", "opt"))}
+def test_the_simulator_and_live_mode_decide_the_same_migration(tmp_path, tiny_model):
+    folders = {name: tiny_model(arch, 0) for name, arch in (("long", "llama"), ("short", "opt"))}
     configs = _migration_configs(folders)
     recorder, sizes = asyncio.run(_live_migration(tmp_path, configs))
     live_requests = sorted(recorder.requests, key=lambda r: r.arrival_s)
     assert [(r.model, r.status) for r in live_requests] == [("long", "completed")] * 2 + [("short", "completed")]
-    moved = live_requests[1]
-    assert moved.output_tokens == LONG_TOKENS
-    per_token_s = (moved.finish_s - moved.first_token_s) / (moved.output_tokens - 1)
-    sim = _simulate_migration(configs, sizes, live_requests, per_token_s)
+    assert live_requests[1].output_tokens == LONG_TOKENS
+    sim = _simulate_migration(configs, sizes, live_requests)
     sim_requests = sorted(sim.requests, key=lambda r: r.arrival_s)
     assert [r.status for r in sim_requests] == ["completed"] * 3
 
@@ -386,8 +427,7 @@ def test_the_simulator_and_live_mode_decide_the_same_migration(tmp_path):
             assert got == want
     # The decision: node 0 (short's host copy) after moving long's instance to node 1 (its disk copy),
     # over node 1's network download.
-    assert live_lines[2][2] == [("0", "host", pytest.approx(live_lines[2][2][0][2])),
-                                ("1", "network", pytest.approx(live_lines[2][2][1][2]))]
+    assert [(n, t) for n, t, _ in live_lines[2][2]] == [("0", "host"), ("1", "network")]
     assert [m[:3] for m in live_lines[3][3]] == [("long#1", "0", "1")]
 
     # The move and the resume, in both runtimes: the long request finished on node 1, migrated;
@@ -396,16 +436,23 @@ def test_the_simulator_and_live_mode_decide_the_same_migration(tmp_path):
         assert [(r.node, r.migrated) for r in requests] == [("0", False), ("1", True), ("0", False)]
         assert requests[2].tier == "host"
     live_t0 = live_requests[0].arrival_s
-    live_end_s = max(r.finish_s for r in live_requests) + 0.2  # the controller's close releases the rest
-    live_moves = _move_phases(recorder.phases, live_names, live_end_s)
-    sim_moves = _move_phases(sim.phases, sim_names, live_end_s - live_t0)
+    # Up to each runtime's last finish: the controller's close releases the rest.
+    live_moves = _move_phases(recorder.phases, live_names, max(r.finish_s for r in live_requests) + END_MARGIN_S)
+    sim_moves = _move_phases(sim.phases, sim_names, max(r.finish_s for r in sim_requests) + END_MARGIN_S)
     assert {n: [p[:2] for p in ps] for n, ps in live_moves.items()} == \
         {n: [p[:2] for p in ps] for n, ps in sim_moves.items()}
     assert [p[:2] for p in live_moves["long#1"]] == [("migrating", "0"), ("released", "0")]
     assert [p[:2] for p in live_moves["long#2"]] == [("resuming", "1")]
-    # When: the move starts at short's arrival; the destination resumes and the source is released
-    # once the destination has loaded (a tiny checkpoint: milliseconds simulated, tens of them live).
-    for name, ps in live_moves.items():
-        for (phase, _, t), (_, _, want_s) in zip(ps, sim_moves[name]):
-            assert t - live_t0 == pytest.approx(want_s, abs=TIME_TOLERANCE_S), (name, phase)
-    assert live_moves["long#1"][0][2] - live_t0 == pytest.approx(live_requests[2].arrival_s - live_t0, abs=0.1)
+    # When: in both, the move starts at short's arrival (compared across the runtimes); then, in each,
+    # the destination resumes once loaded, the source is released after the hand-over, and the long
+    # request finishes after that. How long the destination's load takes is not compared: a tiny
+    # checkpoint loads in milliseconds simulated, and in tens to hundreds of them on a loaded CPU.
+    short_s = live_requests[2].arrival_s - live_t0
+    assert live_moves["long#1"][0][2] - live_t0 == pytest.approx(short_s, abs=TIME_TOLERANCE_S)
+    assert sim_moves["long#1"][0][2] == pytest.approx(short_s, abs=1e-9)
+    for moves, phases, names, long_rec in ((live_moves, recorder.phases, live_names, live_requests[1]),
+                                           (sim_moves, sim.phases, sim_names, sim_requests[1])):
+        (_, _, migrating_s), (_, _, released_s) = moves["long#1"]
+        [(_, _, resuming_s)] = moves["long#2"]
+        loaded_s = max(p.end_s for p in phases if names[p.instance_id] == "long#2" and p.phase in LOAD_PHASES)
+        assert migrating_s <= loaded_s <= resuming_s <= released_s <= long_rec.finish_s, moves
