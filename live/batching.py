@@ -329,7 +329,10 @@ class BatchEngine:
                 self._review()
                 self._admit()
                 running = self._running()
-                pending = [e.seq for e in running if e.seq.pending()] + [c.seq for c in catch_ups]
+                # A catch-up fed no token (its source paused right after the last feed) has nothing
+                # to compute: in the pass it would be an empty segment, which takes the logits of
+                # the row before it (or, alone, makes an empty pass).
+                pending = [e.seq for e in running if e.seq.pending()] + [c.seq for c in catch_ups if c.seq.pending()]
                 if pending:
                     try:
                         packed_pass(self.model, pending, self._pad_id)

@@ -179,6 +179,39 @@ def test_a_generation_taken_over_from_a_busy_instance_by_a_busy_instance_continu
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("dest_busy", [False, True], ids=["idle-destination", "busy-destination"])
+def test_a_take_over_with_nothing_left_to_feed_continues_exactly(dest_busy, store_factory, tiny_model_factory):
+    """The source paused right after the destination was fed its last token, so the hand-over feeds
+    no token (live.migration.take_over feeds whatever the checkpoint has beyond what was fed). That
+    catch-up has nothing to compute: it must neither make an empty forward pass (alone on the
+    destination) nor take another sequence's logits (in a batch with others)."""
+    request = GenerationRequest(SamplingParams(max_tokens=60, temperature=0.0), prompt="Where is the cache on the node")
+
+    async def main():
+        source, dest = await _loaded_workers_with(store_factory, tiny_model_factory("llama"), 4)
+        try:
+            want_tokens, want_text, want = await _collect(source.generate("a", request))
+            noise = await _busy(dest, "b", _requests()[:3]) if dest_busy else []
+            stream, tokens, text, checkpoint = await _pause_after(source, "a", request, "s", 20)
+            generated = list(checkpoint.generated)
+            await dest.resume_prefill("b", "s", request, generated)
+            await dest.resume_feed("s", generated[len(generated):])  # nothing new since the prefill
+            await stream.aclose()
+            rest_tokens, rest_text, done = await _collect(dest.resume_generate("s", checkpoint))
+            assert tokens + rest_tokens == want_tokens and text + rest_text == want_text and done.output == want.output
+            await asyncio.gather(*noise)
+        finally:
+            await source.close()
+            await dest.close()
+
+    asyncio.run(main())
+
+
+async def _busy(worker, instance: str, requests) -> list[asyncio.Future]:
+    """Generations of ``requests`` started on ``instance``, running while the caller goes on."""
+    return [asyncio.ensure_future(_collect(worker.generate(instance, r))) for r in requests]
+
+
 async def _loaded_workers_with(store_factory, folder, max_concurrency: int):
     """Two workers as in test_migration_resume, their instances serving up to ``max_concurrency``."""
     registry = store_factory(SPEC_HARDWARE, devices={"0": "cpu", "1": "cpu"})
