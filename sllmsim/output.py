@@ -4,7 +4,7 @@ A run folder holds ``requests.csv``, ``instances.csv`` and ``timeseries.csv`` (w
 :mod:`sllmsim.records` writers, byte-identical for the same seed and inputs), ``summary.json`` (the
 metrics of :data:`sllmsim.metrics.METRICS`, sorted keys, no wall-clock values), ``resolved_config.yaml``
 (the inputs as the run saw them), ``scheduler.log`` (the scheduler's log lines) and the PNG plots of
-:func:`sllmsim.report.plot_run`.
+:func:`sllmsim.run_plots.plot_run`.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def write_run_folder(out_dir: Path, result: RunResult, plots: bool = True,
     if before_plots is not None:
         before_plots(summary)
     if plots:
-        from sllmsim.report import plot_run  # matplotlib costs ~0.5 s to import; only pay when plotting
+        from sllmsim.run_plots import plot_run  # matplotlib costs ~0.5 s to import; only pay when plotting
 
         plot_run(frames, out_dir, label=result.name)
     return out_dir

@@ -27,7 +27,7 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path, console=None) -> list[
     from rich.console import Console
     from rich.table import Table
 
-    from sllmsim import metrics, report
+    from sllmsim import metrics, run_plots
 
     run_a, run_b = metrics.check_run_folder(Path(run_a)), metrics.check_run_folder(Path(run_b))
     label_a, label_b = _labels(run_a, run_b)
@@ -53,11 +53,11 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path, console=None) -> list[
     frames = {label_a: metrics.read_run(run_a), label_b: metrics.read_run(run_b)}
     requests = {label: f.requests for label, f in frames.items()}
     figures = {
-        report.LATENCY_CDF_PNG: report.plot_latency_cdf(requests, title=f"Request latency — {label_a} vs {label_b}"),
-        report.START_TIERS_PNG: report.plot_start_tiers(requests),
-        report.TIMELINE_PNG: report.plot_busy_gpus({label: f.timeseries for label, f in frames.items()}),
+        run_plots.LATENCY_CDF_PNG: run_plots.plot_latency_cdf(requests, title=f"Request latency — {label_a} vs {label_b}"),
+        run_plots.START_TIERS_PNG: run_plots.plot_start_tiers(requests),
+        run_plots.TIMELINE_PNG: run_plots.plot_busy_gpus({label: f.timeseries for label, f in frames.items()}),
     }
-    paths = [csv_path] + [report.save_figure(fig, out_dir / name) for name, fig in figures.items()]
+    paths = [csv_path] + [run_plots.save_figure(fig, out_dir / name) for name, fig in figures.items()]
     console.print(f"wrote {', '.join(p.name for p in paths)} to {out_dir}")
     return paths
 

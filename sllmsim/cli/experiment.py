@@ -35,7 +35,7 @@ def experiment(experiment_file: Path, jobs: int | None, ray_address: str | None,
     from rich.table import Table
 
     from sllmsim.errors import ConfigError, SllmsimError
-    from sllmsim.experiments.report import REPORT_MD, fmt, write_report
+    from sllmsim.experiments.experiment_report import REPORT_MD, fmt, write_report
     from sllmsim.experiments.runner import CACHE_DIR, prune_cache as prune, run_experiment
     from sllmsim.experiments.spec import load_experiment
 

@@ -93,7 +93,7 @@ def validate(trace_path: Path, hardware: Path, out: Path | None, models_dir: Pat
     from sllmsim.config.hardware import load_hardware
     from sllmsim.config.trace import load_trace
     from sllmsim.fidelity import sim_trace
-    from sllmsim.fidelity.report import write_report
+    from sllmsim.fidelity.validation_report import write_report
     from sllmsim.sim import simulate
 
     trace = load_trace(trace_path)

@@ -4,5 +4,5 @@
 - :mod:`sllmsim.experiments.points` — running one point (trace → simulation → summary + invariants) and its cache key;
 - :mod:`sllmsim.experiments.runner` — local processes or Ray tasks, progress bar, the result cache;
 - :mod:`sllmsim.experiments.stats` — means, Student-t 95% intervals across seeds, paired comparisons;
-- :mod:`sllmsim.experiments.report` and :mod:`sllmsim.experiments.plots` — the report folder.
+- :mod:`sllmsim.experiments.experiment_report` and :mod:`sllmsim.experiments.plots` — the report folder.
 """

@@ -1,7 +1,7 @@
 """Plots that compare experiment points (means with 95% intervals across seeds).
 
 The per-run plots (latency CDF, start tiers, instances and busy GPUs over time) come from
-:mod:`sllmsim.report`; this module adds the two that need several points: metrics against the
+:mod:`sllmsim.run_plots`; this module adds the two that need several points: metrics against the
 request rate, and the keep-alive trade-off. Figures are built without pyplot, as there.
 """
 

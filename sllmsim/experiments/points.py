@@ -36,8 +36,8 @@ KEPT_TIMESERIES_METRICS = ("instances", "gpus_busy")
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 #: Parts of the package that do not change a point's result (presentation, CLI, tooling).
-_NOT_RESULT_CODE = ("cli/", "tools/", "bench/", "report.py", "output.py", "experiments/runner.py",
-                    "experiments/report.py", "experiments/plots.py", "experiments/stats.py")
+_NOT_RESULT_CODE = ("cli/", "tools/", "bench/", "run_plots.py", "output.py", "experiments/runner.py",
+                    "experiments/experiment_report.py", "experiments/plots.py", "experiments/stats.py")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from repo_paths import EXPERIMENTS, SHARED
 
 from sllmsim.errors import ConfigError
 from sllmsim.experiments.points import run_point
-from sllmsim.experiments.report import results_table
+from sllmsim.experiments.experiment_report import results_table
 from sllmsim.experiments.runner import ExperimentRun, make_tasks
 from sllmsim.experiments.spec import load_experiment
 

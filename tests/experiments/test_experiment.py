@@ -14,7 +14,7 @@ from scipy import stats as sstats
 from sllmsim.cli import main
 from sllmsim.errors import ConfigError
 from sllmsim.experiments import points as points_mod
-from sllmsim.experiments.report import REPORT_MD, RESULTS_CSV, RESULTS_PARQUET, SUMMARY_CSV, write_report
+from sllmsim.experiments.experiment_report import REPORT_MD, RESULTS_CSV, RESULTS_PARQUET, SUMMARY_CSV, write_report
 from sllmsim.experiments.runner import run_experiment
 from sllmsim.experiments.spec import load_experiment, parse_experiment
 from sllmsim.experiments.stats import mean_ci, paired_difference, significance

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_experiment import _experiment
 
-from sllmsim.experiments.report import RESULTS_CSV
+from sllmsim.experiments.experiment_report import RESULTS_CSV
 
 ray = pytest.importorskip("ray")
 

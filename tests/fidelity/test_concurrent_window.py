@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sllmsim.fidelity.accuracy import CONCURRENT_GROUP, CONCURRENT_REQUESTS, peak_in_flight
-from sllmsim.fidelity.report import compare_runs, write_report
+from sllmsim.fidelity.validation_report import compare_runs, write_report
 from sllmsim.records import PhaseRecord, RequestRecord, RunResult
 
 

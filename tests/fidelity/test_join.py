@@ -13,7 +13,7 @@ from cpu_samples import cpu_samples
 
 from sllmsim.fidelity.accuracy import ape, error_table, signed_error
 from sllmsim.fidelity.join import join_loads, join_requests, loads_table
-from sllmsim.fidelity.report import compare_runs
+from sllmsim.fidelity.validation_report import compare_runs
 from sllmsim.fidelity.sim_trace import realized_requests
 from sllmsim.metrics import phases_frame, requests_frame
 from sllmsim.records import PhaseRecord, RequestRecord, RunResult

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from _synthetic_runs import synthetic_result, tiny_result
 
-from sllmsim import metrics, report
+from sllmsim import metrics, run_plots
 from sllmsim.output import write_run_folder
 from sllmsim.records import RunResult
 
@@ -24,14 +24,14 @@ def _legend(ax) -> list[str]:
 
 def test_run_folder_plots_are_written(tmp_path):
     folder = write_run_folder(tmp_path / "run", synthetic_result(n_requests=300))
-    for name in (report.LATENCY_CDF_PNG, report.TIMELINE_PNG, report.START_TIERS_PNG):
+    for name in (run_plots.LATENCY_CDF_PNG, run_plots.TIMELINE_PNG, run_plots.START_TIERS_PNG):
         data = (folder / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
 
 
 def test_latency_cdf_overlays_labelled_runs_through_their_percentiles(frames):
     other = metrics.frames_from_result(synthetic_result(n_requests=600, seed=1, keep_alive_s=5.0))
-    fig = report.plot_latency_cdf({"keep 30 s": frames.requests, "keep 5 s": other.requests})
+    fig = run_plots.plot_latency_cdf({"keep 30 s": frames.requests, "keep 5 s": other.requests})
     latency_ax, ttft_ax = fig.axes
     assert latency_ax.get_xlabel().startswith("end-to-end latency (s)")
     assert latency_ax.get_ylabel() == "fraction of completed requests"
@@ -46,20 +46,20 @@ def test_latency_cdf_overlays_labelled_runs_through_their_percentiles(frames):
 
 
 def test_cdf_of_few_values_is_a_staircase():
-    xs, ys = report.ecdf_points(np.array([3.0, 1.0, 2.0]))
+    xs, ys = run_plots.ecdf_points(np.array([3.0, 1.0, 2.0]))
     assert xs.tolist() == [1.0, 1.0, 2.0, 3.0] and ys.tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
-    xs, ys = report.ecdf_points(np.arange(10_000.0), max_points=101)
+    xs, ys = run_plots.ecdf_points(np.arange(10_000.0), max_points=101)
     assert len(xs) == 102 and ys[-1] == 1.0 and ys[1:] == pytest.approx((xs[1:] + 1) / 10_000)
 
 
 def test_latency_cdf_uses_log_scale_only_for_wide_ranges(frames):
-    assert report.plot_latency_cdf(frames.requests).axes[0].get_xscale() == "log"  # 0.05 s … 20 s
+    assert run_plots.plot_latency_cdf(frames.requests).axes[0].get_xscale() == "log"  # 0.05 s … 20 s
     tiny = metrics.frames_from_result(tiny_result()).requests  # 1 s … 4 s
-    assert report.plot_latency_cdf(tiny).axes[0].get_xscale() == "linear"
+    assert run_plots.plot_latency_cdf(tiny).axes[0].get_xscale() == "linear"
 
 
 def test_timeline_stacks_top_models_and_groups_the_rest(frames):
-    fig = report.plot_timeline(frames.timeseries, top_models=4)
+    fig = run_plots.plot_timeline(frames.timeseries, top_models=4)
     inst_ax, gpu_ax, mem_ax = fig.axes
     labels = _legend(inst_ax)
     assert len(labels) == 5 and labels[-1] == "other (8 models)"
@@ -71,7 +71,7 @@ def test_timeline_stacks_top_models_and_groups_the_rest(frames):
 
 
 def test_start_tiers_bars_match_the_tier_counts(frames):
-    fig = report.plot_start_tiers({"run": frames.requests})
+    fig = run_plots.plot_start_tiers({"run": frames.requests})
     share_ax, cold_ax = fig.axes
     counts = metrics.start_tier_counts(frames.requests)
     served = sum(counts.values())
@@ -83,16 +83,16 @@ def test_start_tiers_bars_match_the_tier_counts(frames):
 
 def test_busy_gpus_plot_has_one_line_per_run(frames):
     other = metrics.frames_from_result(synthetic_result(n_requests=200, seed=2)).timeseries
-    fig = report.plot_busy_gpus({"A": frames.timeseries, "B": other})
+    fig = run_plots.plot_busy_gpus({"A": frames.timeseries, "B": other})
     assert [_legend(ax) for ax in fig.axes] == [["A", "B"], ["A", "B"]]
 
 
 def test_plot_run_redraws_an_empty_run_folder(tmp_path):
     empty = RunResult(name="empty", requests=[], phases=[], timeseries=[], resolved_config={})
     folder = write_run_folder(tmp_path / "run", empty, plots=False)
-    paths = report.plot_run(folder)
-    assert sorted(p.name for p in paths) == sorted([report.LATENCY_CDF_PNG, report.TIMELINE_PNG,
-                                                    report.START_TIERS_PNG])
+    paths = run_plots.plot_run(folder)
+    assert sorted(p.name for p in paths) == sorted([run_plots.LATENCY_CDF_PNG, run_plots.TIMELINE_PNG,
+                                                    run_plots.START_TIERS_PNG])
     assert all(p.parent == folder and p.read_bytes().startswith(PNG_MAGIC) for p in paths)
     with pytest.raises(ValueError, match="out_dir"):
-        report.plot_run(metrics.read_run(folder))
+        run_plots.plot_run(metrics.read_run(folder))

@@ -112,7 +112,7 @@ def plot_scatter(requests: pd.DataFrame, loads: pd.DataFrame) -> Figure:
 
 def plot_cdfs(live: RunResult, sim: RunResult) -> Figure:
     """Latency and TTFT CDFs of the live and simulated runs, overlaid."""
-    from sllmsim.report import plot_latency_cdf
+    from sllmsim.run_plots import plot_latency_cdf
 
     runs = {"live (measured)": frames_from_result(live).requests, "simulated": frames_from_result(sim).requests}
     return plot_latency_cdf(runs, title="Live vs simulated: request latency")
@@ -232,7 +232,7 @@ def write_report(out_dir: str | Path, live: RunResult, sim: RunResult, context: 
     ``cpu_samples``: the live run's, for the contention columns, error groups and ``contention.png``.
     """
     from sllmsim.output import write_run_folder
-    from sllmsim.report import save_figure
+    from sllmsim.run_plots import save_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

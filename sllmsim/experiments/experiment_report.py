@@ -26,7 +26,7 @@ from sllmsim.experiments.spec import ExperimentSpec
 from sllmsim.experiments.stats import CONFIDENCE, mean_ci, paired_difference, significance, summarize_by
 from sllmsim.invariants import INVARIANTS
 from sllmsim.metrics import METRIC_BY_KEY, SCALAR_KEYS
-from sllmsim.report import plot_busy_gpus, plot_latency_cdf, plot_start_tiers, save_figure
+from sllmsim.run_plots import plot_busy_gpus, plot_latency_cdf, plot_start_tiers, save_figure
 
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
