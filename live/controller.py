@@ -57,6 +57,7 @@ from sllmsim.config.hardware import ClusterSpec
 from sllmsim.core.autoscale import decide_scaling, make_autoscale_policy
 from sllmsim.core.migration import MigrationMove
 from sllmsim.core.placement import PlacementOption, make_placement_policy, place
+from sllmsim.core.registry import DEFAULT_AUTOSCALE, DEFAULT_PLACEMENT
 from sllmsim.core.room import worth_attempting
 from sllmsim.core.snapshot import ClusterView, ModelView
 from sllmsim.errors import SllmsimError
@@ -81,9 +82,9 @@ class Controller:
     """Owns deployments and instances; every method runs on the server's event loop."""
 
     def __init__(self, cluster: ClusterSpec, workers: dict[str, NodeWorker], registry, storage_dir: Path,
-                 recorder: LiveRecorder, placement: str = "storage_aware", seed: int = 0,
+                 recorder: LiveRecorder, placement: str = DEFAULT_PLACEMENT, seed: int = 0,
                  enable_migration: bool = False, migration: MigrationSettings | None = None,
-                 reclaim_idle: bool = False, autoscale: str = "concurrency"):
+                 reclaim_idle: bool = False, autoscale: str = DEFAULT_AUTOSCALE):
         self.cluster = cluster
         self.workers = workers
         self.registry = registry

@@ -35,6 +35,7 @@ from sllmsim.catalog import config_num_layers
 from sllmsim.config.deploy import deploy_config_to_dict
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.config.trace import TraceConfig
+from sllmsim.core.registry import DEFAULT_AUTOSCALE
 from sllmsim.errors import ConfigError, check_keys
 from sllmsim.fidelity.cpu_load import CpuSampler, Sample
 from sllmsim.records import RunResult
@@ -191,7 +192,7 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
     from live.server import create_app, serve_in_thread
 
     say = status or (lambda _msg: None)
-    if trace.scheduler.autoscale != "concurrency":
+    if trace.scheduler.autoscale != DEFAULT_AUTOSCALE:
         raise ConfigError(trace.source, "scheduler.autoscale",
                           f"live mode scales on concurrency only, got {trace.scheduler.autoscale!r}")
     if page_cache not in PAGE_CACHE_MODES:

@@ -35,6 +35,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sllmsim.config.hardware import ClusterSpec
+from sllmsim.core.registry import DEFAULT_AUTOSCALE, DEFAULT_PLACEMENT
 from sllmsim.errors import ConfigError
 
 from live.api_models import (
@@ -230,10 +231,10 @@ _CLIENT_GONE_STATUS = 499
 
 
 def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str, str] | None = None,
-               api_key: str | None = None, placement: str = "storage_aware", run_dir: str | Path | None = None,
+               api_key: str | None = None, placement: str = DEFAULT_PLACEMENT, run_dir: str | Path | None = None,
                plots: bool = True, enable_migration: bool = False, reclaim_idle: bool = False,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, store_lock=None,
-               import_roots: list[str | Path] | None = None, autoscale: str = "concurrency") -> FastAPI:
+               import_roots: list[str | Path] | None = None, autoscale: str = DEFAULT_AUTOSCALE) -> FastAPI:
     """The live server's ASGI app. Nodes, store and controller are built when the app starts.
 
     ``placement``, ``enable_migration`` and ``reclaim_idle`` are the scheduler config: the placement

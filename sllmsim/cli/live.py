@@ -12,6 +12,7 @@ import logging
 import click
 
 from sllmsim.config.hardware import load_hardware
+from sllmsim.core.registry import DEFAULT_AUTOSCALE, DEFAULT_PLACEMENT
 from sllmsim.errors import ConfigError
 
 LOG_FORMAT = "%(levelname)s %(asctime)s %(name)s] %(message)s"
@@ -52,10 +53,10 @@ def _check_storage(storage: str) -> None:
                    "cuda:i when there are at least as many GPUs as nodes, else every node on the CPU.")
 @click.option("--api-key", default=None, envvar="SLLMSIM_API_KEY",
               help="Require 'Authorization: Bearer KEY' on every route but /health (env SLLMSIM_API_KEY).")
-@click.option("--scheduler", default="storage_aware", show_default=True,
+@click.option("--scheduler", default=DEFAULT_PLACEMENT, show_default=True,
               help="Placement policy name (storage_aware, serverlessllm, first_fit, random, round_robin or "
                    "module:Class).")
-@click.option("--autoscale", default="concurrency", show_default=True,
+@click.option("--autoscale", default=DEFAULT_AUTOSCALE, show_default=True,
               help="Autoscaling policy name (as a trace's scheduler.autoscale: concurrency or module:Class).")
 @click.option("--enable-migration", is_flag=True, default=False,
               help="Let the storage-aware scheduler free the node that would start a model fastest by "

@@ -43,6 +43,7 @@ import yaml
 from sllmsim import catalog
 from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, load_deploy_config, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec, load_hardware, node_to_dict, parse_hardware
+from sllmsim.core.registry import DEFAULT_AUTOSCALE, DEFAULT_PLACEMENT
 from sllmsim.errors import ConfigError, SllmsimError, check_keys
 from sllmsim.traces.request_arrays import RequestArrays
 
@@ -64,9 +65,9 @@ SEED_STREAMS = ("placement", "workloads")
 class SchedulerSettings:
     """Which policies run the cluster."""
 
-    placement: str = "storage_aware"
+    placement: str = DEFAULT_PLACEMENT
     """A registered placement policy (``sllmsim.core.placement``) or ``module:Class``."""
-    autoscale: str = "concurrency"
+    autoscale: str = DEFAULT_AUTOSCALE
     """A registered autoscaling policy (``sllmsim.core.autoscale``) or ``module:Class``."""
     enable_migration: bool = False
     """Live migration of running inference (ServerlessLLM §5; the reference scheduler config's flag):

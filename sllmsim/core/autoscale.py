@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 from sllmsim.config.deploy import AutoScalingConfig
-from sllmsim.core.registry import register, resolve
+from sllmsim.core.registry import DEFAULT_AUTOSCALE, register, resolve
 
 
 # The three value types below are immutable named tuples, not frozen dataclasses: a runtime builds
@@ -96,7 +96,7 @@ class ConcurrencyAutoscaler(AutoscalePolicy):
         return low, high
 
 
-def make_autoscale_policy(name: str = "concurrency") -> AutoscalePolicy:
+def make_autoscale_policy(name: str = DEFAULT_AUTOSCALE) -> AutoscalePolicy:
     """Instantiate the autoscaling policy registered (or importable) as ``name``."""
     return resolve("autoscale", name)()
 

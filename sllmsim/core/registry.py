@@ -20,6 +20,11 @@ from sllmsim.errors import SllmsimError
 
 _REGISTRY: dict[str, dict[str, type]] = {}
 
+#: The placement policy a trace, an experiment or live mode runs unless it names another.
+DEFAULT_PLACEMENT = "storage_aware"
+#: The autoscaling policy run unless another is named (the reference's only metric, ``concurrency``).
+DEFAULT_AUTOSCALE = "concurrency"
+
 
 class UnknownPolicyError(SllmsimError):
     """A policy name that is neither registered nor an importable ``module:Class`` path."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sllmsim.core.registry import DEFAULT_PLACEMENT
 from sllmsim.experiments import plots
 from sllmsim.experiments.runner import ExperimentRun
 from sllmsim.experiments.spec import ExperimentSpec
@@ -247,7 +248,7 @@ def _markdown(run: ExperimentRun, table: pd.DataFrame, summary: pd.DataFrame, me
 
     out += ["## Set-up", ""]
     where = f"`{spec.trace_path}`" if spec.trace_path else "inline in the experiment file"
-    out.append(f"- Base trace: {where}, scheduler `{spec.trace.get('scheduler', 'storage_aware')}` "
+    out.append(f"- Base trace: {where}, scheduler `{spec.trace.get('scheduler', DEFAULT_PLACEMENT)}` "
                "unless varied.")
     if spec.requests:
         params = {k: v for k, v in spec.requests.items() if k not in ("invocations", "tokens", "sources")}
