@@ -47,6 +47,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from heapq import heappop, heappush
+from itertools import chain
 
 import simpy
 from simpy.events import NORMAL, URGENT, Event
@@ -75,6 +76,23 @@ log = logging.getLogger("sllmsim.sim")
 
 #: A request whose remaining decode steps are within this of the batch minimum finishes with it.
 _STEP_EPS = 1e-6
+
+
+#: Requests per chunk of the trace's columns turned into Python values at a time.
+_CHUNK = 1 << 16
+
+
+def _column(values, n: int) -> Callable[[], object]:
+    """A ``next()`` over the first ``n`` values of a column as Python values, ``_CHUNK`` at a time."""
+    return chain.from_iterable(values[k:min(k + _CHUNK, n)].tolist() for k in range(0, n, _CHUNK)).__next__
+
+
+def _arrival_time_s(now: float, time_s: float) -> float:
+    """When an arrival at ``time_s`` is handled: ``now + (time_s - now)``, the time SimPy gave its timer
+    event (not always ``time_s`` in floating point). When they are equal, ``time_s`` itself: the
+    request's record then shares that float instead of holding a copy."""
+    at = now + (time_s - now)
+    return time_s if at == time_s else at
 
 
 class Simulation(MakingRoom):
@@ -185,10 +203,12 @@ class Simulation(MakingRoom):
         reqs = self.trace.requests
         # Requests from until_s on are outside the run: they never arrive (and get no record).
         n = int(arrives_in_run(reqs.time_s, until).sum())  # times are sorted
-        times = reqs.time_s[:n].tolist()
-        names = reqs.model[:n].tolist()
-        inputs = reqs.input_tokens[:n].tolist()
-        outputs = reqs.output_tokens[:n].tolist()
+        # The columns as Python values one chunk at a time: whole-run lists would hold 4 pointers
+        # (and a float) per request for the whole run.
+        next_time = _column(reqs.time_s, n)
+        next_name = _column(reqs.model, n)
+        next_input = _column(reqs.input_tokens, n)
+        next_output = _column(reqs.output_tokens, n)
         progress = self.progress
         progress_every = max(n // 200, 1)
         progress_at = 0
@@ -199,7 +219,7 @@ class Simulation(MakingRoom):
         i = 0
         # The next arrival instant's place in the queue: its time and the id its timer would have had.
         if n:
-            arrival_s = env._now + (times[0] - env._now)
+            arrival_s = _arrival_time_s(env._now, next_time())
             arrival_eid = next(eid)
         else:
             arrival_s = never
@@ -231,18 +251,21 @@ class Simulation(MakingRoom):
             # The arrivals at this instant, in trace order (what one timer event used to handle).
             now = env._now = arrival_s
             while True:
-                name = names[i]
-                rec = RequestRecord(i, name, now, inputs[i], outputs[i])
+                name = next_name()
+                rec = RequestRecord(i, name, now, next_input(), next_output())
                 records.append(rec)
                 arrive(rec, deployments[name], now)
                 i += 1
-                if i == n or times[i] > now:
+                if i == n:
+                    break
+                time_s = next_time()
+                if time_s > now:
                     break
             if progress is not None and i >= progress_at:
                 progress_at = i + progress_every
                 progress(i, n)
             if i < n:
-                arrival_s = now + (times[i] - now)
+                arrival_s = _arrival_time_s(now, time_s)
                 arrival_eid = next(eid)
             else:
                 arrival_s = never
