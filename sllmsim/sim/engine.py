@@ -394,13 +394,13 @@ class Simulation(MakingRoom):
         inst = event.target
         if event.version == inst.version:
             inst.prefill_wake = False
-            self._start_prefill(inst, self.env.now)
+            self._start_prefill(inst, self.env._now)
 
     def _on_decode_done(self, event: Wake) -> None:
         inst = event.target
         if event.version != inst.version:
             return
-        now = self.env.now
+        now = self.env._now  # env.now without the property call (once per event on the hot path)
         m = inst.deployment
         heap = inst.heap
         done_at = heap[0][0]
