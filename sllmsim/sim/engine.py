@@ -35,8 +35,10 @@ One :class:`Simulation` replays a :class:`~sllmsim.config.trace.TraceConfig`:
    :class:`~sllmsim.records.PhaseRecord`, and every change of instances, busy GPUs and tier usage a
    :class:`~sllmsim.records.TimeseriesRecord`.
 
-Nothing here polls: arrivals, transfers, batch changes and keep-alive checks are SimPy events, and
-superseded timers are ignored by a version check (:class:`~sllmsim.sim.timers.Wake`). The entities
+Nothing here polls: transfers, batch changes and keep-alive checks are SimPy events, and superseded
+timers are ignored by a version check (:class:`~sllmsim.sim.timers.Wake`). Arrivals are read from the
+trace's columns inside the event loop, each instant's at the place its timer event would hold in
+SimPy's queue (:meth:`Simulation._run_events`), so they cost no event each. The entities
 (deployments, nodes, instances, migrations) are in :mod:`sllmsim.sim.state`.
 """
 
