@@ -35,8 +35,10 @@ One :class:`Simulation` replays a :class:`~sllmsim.config.trace.TraceConfig`:
    :class:`~sllmsim.records.PhaseRecord`, and every change of instances, busy GPUs and tier usage a
    :class:`~sllmsim.records.TimeseriesRecord`.
 
-Nothing here polls: arrivals, transfers, batch changes and keep-alive checks are SimPy events, and
-superseded timers are ignored by a version check (:class:`~sllmsim.sim.timers.Wake`). The entities
+Nothing here polls: transfers, batch changes and keep-alive checks are SimPy events, and superseded
+timers are ignored by a version check (:class:`~sllmsim.sim.timers.Wake`). Arrivals are read from the
+trace's columns inside the event loop, each instant's at the place its timer event would hold in
+SimPy's queue (:meth:`Simulation._run_events`), so they cost no event each. The entities
 (deployments, nodes, instances, migrations) are in :mod:`sllmsim.sim.state`.
 """
 
@@ -47,8 +49,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from heapq import heappop, heappush
+from itertools import chain
 
 import simpy
+from simpy.events import NORMAL, URGENT, Event
 
 from sllmsim.config.trace import TraceConfig, arrives_in_run, check_trace, trace_to_dict
 from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, decision_holds,
@@ -76,10 +80,25 @@ log = logging.getLogger("sllmsim.sim")
 _STEP_EPS = 1e-6
 
 
+#: Requests per chunk of the trace's columns turned into Python values at a time.
+_CHUNK = 1 << 16
+
+
+def _column(values, n: int) -> Callable[[], object]:
+    """A ``next()`` over the first ``n`` values of a column as Python values, ``_CHUNK`` at a time."""
+    return chain.from_iterable(values[k:min(k + _CHUNK, n)].tolist() for k in range(0, n, _CHUNK)).__next__
+
+
+def _arrival_time_s(now: float, time_s: float) -> float:
+    """When an arrival at ``time_s`` is handled: ``now + (time_s - now)``, the time SimPy gave its timer
+    event (not always ``time_s`` in floating point). When they are equal, ``time_s`` itself: the
+    request's record then shares that float instead of holding a copy."""
+    at = now + (time_s - now)
+    return time_s if at == time_s else at
+
+
 class Simulation(MakingRoom):
     """One replay of a trace; :meth:`run` returns the records."""
-
-    version = 0  # arrival events never go stale
 
     def __init__(self, trace: TraceConfig, progress: Callable[[int, int], None] | None = None):
         check_trace(trace)
@@ -149,12 +168,7 @@ class Simulation(MakingRoom):
             for m in self.deployments.values():
                 if not m.fail_reason:
                     self._rescale(m)  # min_instances start at time 0
-            self._start_arrivals()
-            until = self.trace.simulation.until_s
-            if until is None:
-                env.run()
-            else:
-                env.run(until=until)
+            self._run_events(self.trace.simulation.until_s)
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -173,48 +187,92 @@ class Simulation(MakingRoom):
             scheduler_log=handler.lines if handler is not None else [],
         )
 
-    def _start_arrivals(self) -> None:
+    def _run_events(self, until: float | None) -> None:
+        """SimPy's ``env.run(until)``, with the arrivals merged into the loop instead of one event each.
+
+        Arrivals are read from the trace's columns in order. Each instant's arrivals are handled
+        exactly where their timer event used to be in SimPy's queue: the engine scheduled the next
+        arrival (at ``now + (t - now)``, ``NORMAL`` priority) once the previous one was handled, so
+        the arrival takes that event's id from SimPy's counter at that moment and runs before the
+        queue's head whenever its (time, priority, id) key is smaller. Event order, event ids and
+        times are the same as with the timers (byte-identical runs); only one event per arrival
+        instant (its allocation, heap push and pop, and step) is gone.
+        """
+        env = self.env
+        queue = env._queue
+        eid = env._eid
+        step = env.step
         reqs = self.trace.requests
         # Requests from until_s on are outside the run: they never arrive (and get no record).
-        n = int(arrives_in_run(reqs.time_s, self.trace.simulation.until_s).sum())  # times are sorted
-        self._times = reqs.time_s[:n].tolist()
-        self._names = reqs.model[:n].tolist()
-        self._inputs = reqs.input_tokens[:n].tolist()
-        self._outputs = reqs.output_tokens[:n].tolist()
-        self._next = 0
-        self._progress_every = max(len(self._times) // 200, 1)
-        self._progress_at = 0
-        self._schedule_arrival()
-
-    def _schedule_arrival(self) -> None:
-        # One event per distinct arrival time; each schedules the next (cheaper than a process).
-        i = self._next
-        if i < len(self._times):
-            Wake(self.env, self, self._on_arrival, self._times[i] - self.env.now)
-        elif self.progress is not None:
-            self.progress(len(self._times), len(self._times))
-
-    def _on_arrival(self, event: Wake) -> None:
-        now = self.env.now
-        times, names, inputs, outputs = self._times, self._names, self._inputs, self._outputs
+        n = int(arrives_in_run(reqs.time_s, until).sum())  # times are sorted
+        # The columns as Python values one chunk at a time: whole-run lists would hold 4 pointers
+        # (and a float) per request for the whole run.
+        next_time = _column(reqs.time_s, n)
+        next_name = _column(reqs.model, n)
+        next_input = _column(reqs.input_tokens, n)
+        next_output = _column(reqs.output_tokens, n)
+        progress = self.progress
+        progress_every = max(n // 200, 1)
+        progress_at = 0
         deployments = self.deployments
         records = self.requests
         arrive = self._arrive
-        i = self._next
-        total = len(times)
+        never = float("inf")
+        i = 0
+        # The next arrival instant's place in the queue: its time and the id its timer would have had.
+        if n:
+            arrival_s = _arrival_time_s(env._now, next_time())
+            arrival_eid = next(eid)
+        else:
+            arrival_s = never
+            if progress is not None:
+                progress(0, 0)
+        stop = None
+        if until is not None:
+            # As env.run(until=...) does: a marker event at until_s, before every regular event then.
+            if until <= env._now:
+                raise ValueError(f"until ({until}) must be greater than the current simulation time")
+            stop = Event(env)
+            stop._ok = True
+            stop._value = None
+            env.schedule(stop, URGENT, until - env._now)
         while True:
-            name = names[i]
-            rec = RequestRecord(i, name, now, inputs[i], outputs[i])
-            records.append(rec)
-            arrive(rec, deployments[name], now)
-            i += 1
-            if i == total or times[i] > now:
-                break
-        self._next = i
-        if self.progress is not None and i >= self._progress_at:
-            self._progress_at = i + self._progress_every
-            self.progress(i, total)
-        self._schedule_arrival()
+            if queue:
+                head = queue[0]
+                head_s = head[0]
+                if not (arrival_s < head_s or (arrival_s == head_s and (
+                        head[1] > NORMAL or (head[1] == NORMAL and arrival_eid < head[2])))):
+                    if head[3] is stop:
+                        heappop(queue)
+                        env._now = head_s
+                        return
+                    step()
+                    continue
+            elif i == n:
+                return
+            # The arrivals at this instant, in trace order (what one timer event used to handle).
+            now = env._now = arrival_s
+            while True:
+                name = next_name()
+                rec = RequestRecord(i, name, now, next_input(), next_output())
+                records.append(rec)
+                arrive(rec, deployments[name], now)
+                i += 1
+                if i == n:
+                    break
+                time_s = next_time()
+                if time_s > now:
+                    break
+            if progress is not None and i >= progress_at:
+                progress_at = i + progress_every
+                progress(i, n)
+            if i < n:
+                arrival_s = _arrival_time_s(now, time_s)
+                arrival_eid = next(eid)
+            else:
+                arrival_s = never
+                if progress is not None:
+                    progress(n, n)
 
     # --------------------------------------------------------------------------------------- requests
 
@@ -338,13 +396,13 @@ class Simulation(MakingRoom):
         inst = event.target
         if event.version == inst.version:
             inst.prefill_wake = False
-            self._start_prefill(inst, self.env.now)
+            self._start_prefill(inst, self.env._now)
 
     def _on_decode_done(self, event: Wake) -> None:
         inst = event.target
         if event.version != inst.version:
             return
-        now = self.env.now
+        now = self.env._now  # env.now without the property call (once per event on the hot path)
         m = inst.deployment
         heap = inst.heap
         done_at = heap[0][0]
