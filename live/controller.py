@@ -56,7 +56,7 @@ from sllmsim.catalog import model_depth
 from sllmsim.config.deploy import deploy_config_to_dict, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec
 from sllmsim.core.autoscale import decide_scaling, make_autoscale_policy
-from sllmsim.core.placement import make_placement_policy, place
+from sllmsim.core.placement import make_placement_policy, place, placement_seed
 from sllmsim.core.registry import DEFAULT_AUTOSCALE, DEFAULT_PLACEMENT
 from sllmsim.core.room import worth_attempting
 from sllmsim.core.snapshot import ClusterView, ModelView
@@ -80,7 +80,12 @@ logger = logging.getLogger("sllmsim.live")
 
 
 class Controller(MakingRoom):
-    """Owns deployments and instances; every method runs on the server's event loop."""
+    """Owns deployments and instances; every method runs on the server's event loop.
+
+    ``seed`` is the run seed (a trace's ``seed``): the placement policy is seeded with
+    :func:`~sllmsim.core.placement.placement_seed` of it, as the simulator seeds its own, so a
+    replayed trace's random placements draw the same stream in both runtimes.
+    """
 
     def __init__(self, cluster: ClusterSpec, workers: dict[str, NodeWorker], registry, storage_dir: Path,
                  recorder: LiveRecorder, placement: str = DEFAULT_PLACEMENT, seed: int = 0,
@@ -92,7 +97,8 @@ class Controller(MakingRoom):
         self.storage_dir = Path(storage_dir)
         self.recorder = recorder
         self.metrics = LiveMetrics(self.gauge_state)
-        self._placement = make_placement_policy(placement, seed=seed, enable_migration=enable_migration)
+        self._placement = make_placement_policy(placement, seed=placement_seed(seed),
+                                                enable_migration=enable_migration)
         self.enable_migration = enable_migration
         self.reclaim_idle = reclaim_idle
         """Whether a model that finds no free slot may take the slots of idle instances of other models."""

@@ -204,7 +204,7 @@ def run_live(trace: TraceConfig, cluster: ClusterSpec, storage_dir: str | Path, 
     with torch_threads(threads):
         app = create_app(cluster, storage_dir, devices=devices, placement=trace.scheduler.placement,
                          enable_migration=trace.scheduler.enable_migration,
-                         reclaim_idle=trace.scheduler.reclaim_idle)
+                         reclaim_idle=trace.scheduler.reclaim_idle, seed=trace.seed)
         with serve_in_thread(app) as url:
             say(f"deploying {len(configs)} model(s) on {url}")
             sizes = deploy(url, configs)

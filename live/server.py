@@ -234,14 +234,17 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
                api_key: str | None = None, placement: str = DEFAULT_PLACEMENT, run_dir: str | Path | None = None,
                plots: bool = True, enable_migration: bool = False, reclaim_idle: bool = False,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, store_lock=None,
-               import_roots: list[str | Path] | None = None, autoscale: str = DEFAULT_AUTOSCALE) -> FastAPI:
+               import_roots: list[str | Path] | None = None, autoscale: str = DEFAULT_AUTOSCALE,
+               seed: int = 0) -> FastAPI:
     """The live server's ASGI app. Nodes, store and controller are built when the app starts.
 
     ``placement``, ``enable_migration`` and ``reclaim_idle`` are the scheduler config: the placement
     policy's name, whether it may free a node by live-migrating running requests (storage-aware
     only), and whether a model that finds no free slot may take the slots of idle instances of other
     models before their keep-alive ends (default: they keep them, as the reference does).
-    ``autoscale`` names the autoscaling policy, as a trace's ``scheduler.autoscale`` does.
+    ``autoscale`` names the autoscaling policy, as a trace's ``scheduler.autoscale`` does. ``seed``
+    is the run seed, as a trace's ``seed``: a seeded policy (``random``) draws what the simulator
+    draws for a trace with that seed.
 
     A request body over ``max_body_bytes`` is answered 413 without being parsed. With
     ``import_roots``, ``POST /register`` imports local folders only from under those folders.
@@ -277,14 +280,14 @@ def create_app(cluster: ClusterSpec, storage_dir: str | Path, devices: dict[str,
         recorder = LiveRecorder(journal=None if run_dir is None else Path(run_dir) / REQUEST_JOURNAL)
         controller = Controller(cluster, workers, registry, storage_dir, recorder, placement=placement,
                                 enable_migration=enable_migration, reclaim_idle=reclaim_idle,
-                                autoscale=autoscale)
+                                autoscale=autoscale, seed=seed)
         await controller.start()
         app.state.controller = controller
         app.state.drain.controller = controller
         app.state.resolved = lambda: {"hardware": cluster.source, "storage": str(storage_dir),
                                       "devices": dict(node_devices), "scheduler": placement,
                                       "enable_migration": enable_migration, "reclaim_idle": reclaim_idle,
-                                      "autoscale": autoscale,
+                                      "autoscale": autoscale, "seed": seed,
                                       "models": list(controller.deploy_history)}
         logger.info("serving %d node(s): %s", len(workers),
                     ", ".join(f"node {k} on {v}" for k, v in node_devices.items()))

@@ -456,3 +456,66 @@ def test_the_simulator_and_live_mode_decide_the_same_migration(tmp_path, tiny_mo
         [(_, _, resuming_s)] = moves["long#2"]
         loaded_s = max(p.end_s for p in phases if names[p.instance_id] == "long#2" and p.phase in LOAD_PHASES)
         assert migrating_s <= loaded_s <= resuming_s <= released_s <= long_rec.finish_s, moves
+
+
+# --- the third scenario: random placement ---------------------------------------------------------------
+
+#: The run seed of the random scenario; both runtimes seed the policy with ``placement_seed`` of it.
+RANDOM_SEED = 7
+#: One request a second, models in turn; with a keep-alive of 0.2 s each finds both nodes free, so
+#: every placement shuffles the same two options in both runtimes.
+RANDOM_ARRIVALS = tuple((1.0 * i, ("alpha", "beta", "gamma")[i % 3]) for i in range(9))
+RANDOM_KEEP_ALIVE_S = 0.2
+
+
+def _random_configs(folders: dict[str, object]) -> list[dict]:
+    return [{**cfg, "auto_scaling_config": {**cfg["auto_scaling_config"], "keep_alive": RANDOM_KEEP_ALIVE_S}}
+            for cfg in _deploy_configs(folders)]
+
+
+async def _live_random(tmp_path, configs: list[dict]) -> tuple[LiveRecorder, dict[str, int]]:
+    controller = await _start_controller(tmp_path, SPEC_HARDWARE, placement="random", seed=RANDOM_SEED)
+    try:
+        sizes = {cfg["model"]: (await controller.deploy(cfg))["size_bytes"] for cfg in configs}
+        start = time.monotonic()
+        for at_s, model in RANDOM_ARRIVALS:
+            await asyncio.sleep(max(0.0, start + at_s - time.monotonic()))
+            ticket = await controller.admit(model)
+            request = GenerationRequest(SamplingParams(max_tokens=OUTPUT_TOKENS, temperature=0.0), prompt="hello")
+            events = [event async for event in controller.generate(ticket, request)]
+            assert isinstance(events[-1], Finished)
+        return controller.recorder, sizes
+    finally:
+        await controller.close()
+
+
+def test_random_placement_picks_the_same_nodes_in_both_runtimes(tmp_path, tiny_model):
+    """The same arrivals and run seed: the live controller's random policy ranks and picks exactly
+    the nodes the simulator's does (both seed it by ``placement_seed``, and ask it once per start)."""
+    folders = {name: tiny_model(arch, seed)
+               for name, arch, seed in (("alpha", "opt", 0), ("beta", "llama", 0), ("gamma", "opt", 1))}
+    configs = _random_configs(folders)
+    recorder, sizes = asyncio.run(_live_random(tmp_path, configs))
+    live_log = list(recorder.scheduler_log)
+    assert [r.status for r in recorder.requests] == ["completed"] * len(RANDOM_ARRIVALS)
+
+    models = [{**cfg, "checkpoint_size": sizes[cfg["model"]]} for cfg in configs]
+    requests = [{"time": t, "model": m, "input_tokens": 8, "output_tokens": OUTPUT_TOKENS} for t, m in RANDOM_ARRIVALS]
+    sim = simulate(parse_trace({"name": "parity-random", "hardware": SPEC_HARDWARE, "models": models,
+                                "requests": requests, "seed": RANDOM_SEED, "scheduler": {"placement": "random"}},
+                               source="<parity>"))
+    sim_log = list(sim.scheduler_log)
+
+    def allocations(log: list[str]) -> list[str]:
+        return [line for line in log if line.startswith("Allocated node")]
+
+    def rankings(log: list[str]) -> list[list[str]]:
+        return [[n for n, _ in ast.literal_eval(m[1])] for line in log if (m := _OPTIONS.fullmatch(line))]
+
+    # Every arrival found both nodes free in both runtimes: nine shuffles of the same two options.
+    assert rankings(sim_log) == rankings(live_log), (live_log, sim_log)
+    assert len(rankings(live_log)) == len(RANDOM_ARRIVALS)
+    assert all(sorted(r) == ["0", "1"] for r in rankings(live_log))
+    assert allocations(live_log) == allocations(sim_log), (live_log, sim_log)
+    # The draws matter: both nodes were picked (a policy pinned to one node would agree trivially).
+    assert {line.split()[2] for line in allocations(live_log)} == {"0", "1"}

@@ -56,6 +56,9 @@ def _check_storage(storage: str) -> None:
 @click.option("--scheduler", default=DEFAULT_PLACEMENT, show_default=True,
               help="Placement policy name (storage_aware, serverlessllm, first_fit, random, round_robin or "
                    "module:Class).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Run seed, as a trace's seed: a seeded policy (random) places as the simulator does "
+                   "for a trace with this seed.")
 @click.option("--autoscale", default=DEFAULT_AUTOSCALE, show_default=True,
               help="Autoscaling policy name (as a trace's scheduler.autoscale: concurrency or module:Class).")
 @click.option("--enable-migration", is_flag=True, default=False,
@@ -80,7 +83,7 @@ def _check_storage(storage: str) -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def live(hardware_config: str, storage: str, host: str, port: int, devices: str | None, api_key: str | None,
-         scheduler: str, autoscale: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int,
+         scheduler: str, seed: int, autoscale: str, enable_migration: bool, reclaim_idle: bool, max_body_bytes: int,
          drain_timeout: float, import_roots: tuple[str, ...], run_dir: str | None, log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT; deploy models with `sllmsim deploy`."""
     cluster = load_hardware(hardware_config)
@@ -122,6 +125,6 @@ def live(hardware_config: str, storage: str, host: str, port: int, devices: str 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT, datefmt="%m-%d %H:%M:%S")
     app = create_app(cluster, storage, devices=node_devices, api_key=api_key, placement=scheduler, run_dir=run_dir,
                      enable_migration=enable_migration, reclaim_idle=reclaim_idle, max_body_bytes=max_body_bytes, store_lock=store_lock,
-                     import_roots=list(import_roots) or None, autoscale=autoscale)
+                     import_roots=list(import_roots) or None, autoscale=autoscale, seed=seed)
     click.echo(f"sllmsim live: http://{host}:{port}/  (export LLM_SERVER_URL=http://{host}:{port}/)", err=True)
     make_server(app, host=host, port=port, drain_s=drain_timeout, log_level=log_level, log_config=None).run()

@@ -44,6 +44,7 @@ from sllmsim import catalog
 from sllmsim.config.deploy import DeployConfig, deploy_config_to_dict, load_deploy_config, parse_deploy_config
 from sllmsim.config.hardware import ClusterSpec, load_hardware, node_to_dict, parse_hardware
 from sllmsim.core.registry import DEFAULT_AUTOSCALE, DEFAULT_PLACEMENT
+from sllmsim.core.seeds import seed_stream
 from sllmsim.errors import ConfigError, SllmsimError, check_keys
 from sllmsim.traces.request_arrays import RequestArrays
 
@@ -56,9 +57,6 @@ _REQUEST_KEYS = ("time", "model", "input_tokens", "output_tokens")
 
 LOADING_MODES = ("pipelined", "sequential")
 
-#: Named random streams spawned from the trace seed, in this order (adding one at the end keeps the
-#: earlier streams unchanged).
-SEED_STREAMS = ("placement", "workloads")
 
 
 @dataclass(frozen=True)
@@ -164,8 +162,8 @@ class TraceConfig:
         return out
 
     def seed_sequence(self, stream: str) -> np.random.SeedSequence:
-        """The named child of the trace seed (see :data:`SEED_STREAMS`)."""
-        return np.random.SeedSequence(self.seed).spawn(len(SEED_STREAMS))[SEED_STREAMS.index(stream)]
+        """The named child of the trace seed (see :data:`sllmsim.core.seeds.SEED_STREAMS`)."""
+        return seed_stream(self.seed, stream)
 
 
 def arrives_in_run(time_s: np.ndarray, until_s: float | None) -> np.ndarray:

@@ -23,6 +23,7 @@ from sllmsim.core.placement_index import SnapshotIndexer
 from sllmsim.core.preemption import PreemptionPlan, choose_preemption_victims
 from sllmsim.core.reclaim import choose_idle_to_reclaim, with_idle_reclaimed
 from sllmsim.core.registry import register, resolve
+from sllmsim.core.seeds import seed_stream
 from sllmsim.core.snapshot import ClusterView, ModelView, NodeView, Tier, node_sort_key
 from sllmsim.errors import ConfigError
 
@@ -272,6 +273,19 @@ class RoundRobinPlacement(PlacementPolicy):
         options.sort(key=lambda o: (position[o.node_id] - start) % len(order))
         self._next = position[options[0].node_id] + 1
         return options
+
+
+def placement_seed(run_seed: int) -> int:
+    """The seed of a run's placement policy: the ``placement`` stream of the run seed (a trace's
+    ``seed``, see :data:`~sllmsim.core.seeds.SEED_STREAMS`).
+
+    The one rule both runtimes seed their policy by, so that for the same run seed a seeded policy
+    (``random``) draws the same stream in the simulator and live. It draws the same nodes when both
+    also ask it the same questions in the same order: one :func:`place` call per instance start
+    that passes :func:`~sllmsim.core.room.worth_attempting`, with the same feasible nodes (a shuffle
+    of ``n`` options advances the stream by ``n - 1`` draws; of one option, not at all).
+    """
+    return int(seed_stream(run_seed, "placement").generate_state(1)[0])
 
 
 def make_placement_policy(name: str, seed: int = 0, enable_migration: bool = False) -> PlacementPolicy:

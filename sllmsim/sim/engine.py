@@ -57,7 +57,7 @@ from simpy.events import NORMAL, URGENT, Event
 from sllmsim.config.trace import TraceConfig, arrives_in_run, check_trace, trace_to_dict
 from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, decision_holds,
                                     keep_alive_expires_s, make_autoscale_policy)
-from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place
+from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place, placement_seed
 from sllmsim.core.placement import logger as scheduler_logger
 from sllmsim.core.room import worth_attempting
 from sllmsim.core.snapshot import ClusterView, IdleInstanceView, RunningInstanceView, Tier
@@ -106,8 +106,7 @@ class Simulation(MakingRoom):
         self.progress = progress
         self.env = simpy.Environment(initial_time=0.0)
         self.flows = FlowNetwork(self.env)
-        placement_seed = int(trace.seed_sequence("placement").generate_state(1)[0])
-        self.placement = make_placement_policy(trace.scheduler.placement, seed=placement_seed,
+        self.placement = make_placement_policy(trace.scheduler.placement, seed=placement_seed(trace.seed),
                                                enable_migration=trace.scheduler.enable_migration)
         # Only these policies may ask to make room; for the others the snapshot lists no running
         # instances, which keeps their placements exactly as cheap as before.

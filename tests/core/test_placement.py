@@ -79,6 +79,23 @@ def test_random_is_seeded_and_covers_all_nodes():
     assert set(picks_a) == {"0", "1", "2", "3"}
 
 
+def test_placement_seed_is_the_traces_placement_stream():
+    """Both runtimes seed their policy by ``placement_seed``; it is the stream the simulator has
+    always used (so simulated random placements are unchanged), and differs from seed to seed."""
+    import dataclasses
+
+    from repo_paths import REPO
+
+    from sllmsim.config.trace import load_trace
+    from sllmsim.core.placement import placement_seed
+
+    shipped = load_trace(REPO / "traces" / "validation-policies.yaml")
+    for seed in (0, 7, 123456789):
+        trace = dataclasses.replace(shipped, seed=seed)
+        assert placement_seed(seed) == int(trace.seed_sequence("placement").generate_state(1)[0])
+    assert placement_seed(0) != placement_seed(7)
+
+
 def test_round_robin_cycles_and_skips_full_nodes():
     policy = make_placement_policy("round_robin")
     full = ClusterView((node("0"), node("1"), node("2")))
