@@ -159,14 +159,20 @@ class NodeState:
         """Seconds until the loads on this node drain (the reference's loading-queue time)."""
         if not self.loading:
             return 0.0
-        # max() of the three written out: the same value (the first of the largest).
-        backlog = self.net_link.backlog_s(now)
-        disk = self.disk_link.backlog_s(now)
-        if disk > backlog:
-            backlog = disk
-        pcie = self.pcie_link.backlog_s(now)
-        if pcie > backlog:
-            backlog = pcie
+        # max() of the three written out, idle links skipped: the same value (the first of the
+        # largest; an idle link's backlog is 0.0).
+        link = self.net_link
+        backlog = link.backlog_s(now) if link.flows else 0.0
+        link = self.disk_link
+        if link.flows:
+            other = link.backlog_s(now)
+            if other > backlog:
+                backlog = other
+        link = self.pcie_link
+        if link.flows:
+            other = link.backlog_s(now)
+            if other > backlog:
+                backlog = other
         return backlog
 
     def make_view(self, now: float) -> NodeView:

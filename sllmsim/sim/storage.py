@@ -89,14 +89,20 @@ class TierStore:
             if size_bytes > free + evictable:
                 return False, []
         evicted = []
-        for name in list(self._entries):
-            if self.capacity_bytes - self.used_bytes >= size_bytes:
-                break
-            victim = self._entries[name]
-            if victim.pins == 0:
-                del self._entries[name]
+        if size_bytes > free:
+            # The least recently used unpinned entries until the copy fits, found without copying
+            # the whole store (it holds hundreds of checkpoints on many models), then removed.
+            short = size_bytes - free
+            entries = self._entries
+            for name, victim in entries.items():
+                if not victim.pins:
+                    evicted.append(name)
+                    short -= victim.size_bytes
+                    if short <= 0:
+                        break
+            for name in evicted:
+                victim = entries.pop(name)
                 self.used_bytes -= victim.size_bytes
-                evicted.append(name)
                 if victim.complete:
                     self._complete.discard(name)
         entry = _Entry(size_bytes, complete=False)
