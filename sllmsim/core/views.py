@@ -16,18 +16,13 @@ def node_view(spec: NodeSpec, free_gpus: int, host_models: frozenset[str], disk_
               io_backlog_s: float, running: tuple[RunningInstanceView, ...] = (),
               idle: tuple[IdleInstanceView, ...] = ()) -> NodeView:
     """The :class:`NodeView` of node ``spec`` in the given runtime state."""
-    return NodeView(
-        node_id=spec.node_id,
-        total_gpus=spec.num_gpus,
-        free_gpus=free_gpus,
-        host_models=host_models,
-        disk_models=disk_models,
-        io_backlog_s=io_backlog_s,
-        disk_bandwidth_bytes_per_s=spec.disk_bandwidth_bytes_per_s,
-        network_bandwidth_bytes_per_s=spec.network_bandwidth_bytes_per_s,
-        host_to_gpu_bytes_per_s=spec.host_to_gpu_bytes_per_s,
-        load_overhead_s=spec.load_overhead_s,
-        load_overhead_per_layer_s=spec.load_overhead_per_layer_s,
-        running=running,
-        idle=idle,
-    )
+    return NodeView(spec.node_id, spec.num_gpus, free_gpus, host_models, disk_models, io_backlog_s,
+                    *static_figures(spec), running, idle)
+
+
+def static_figures(spec: NodeSpec) -> tuple[float, float, float, float, float]:
+    """The fields of node ``spec``'s :class:`NodeView` that only its configuration sets, in field
+    order after ``io_backlog_s`` (disk, network and host-to-GPU bandwidths, fixed load costs): a
+    runtime that rebuilds a node's view often can keep them and pass them positionally."""
+    return (spec.disk_bandwidth_bytes_per_s, spec.network_bandwidth_bytes_per_s, spec.host_to_gpu_bytes_per_s,
+            spec.load_overhead_s, spec.load_overhead_per_layer_s)

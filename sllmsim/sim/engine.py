@@ -118,7 +118,7 @@ class Simulation(MakingRoom):
         self.autoscaler = make_autoscale_policy(trace.scheduler.autoscale)
         self.sequential = trace.simulation.loading == "sequential"
 
-        self.nodes = [NodeState(spec) for spec in trace.cluster.nodes]
+        self.nodes = [NodeState(spec, i) for i, spec in enumerate(trace.cluster.nodes)]
         self.node_by_id = by_id = {n.node_id: n for n in self.nodes}
         self.deployments: dict[str, Deployment] = {}
         for cfg in trace.models:
@@ -130,11 +130,19 @@ class Simulation(MakingRoom):
         self.requests: list[RequestRecord] = []
         self.phases: list[PhaseRecord] = []
         self.timeseries: list[TimeseriesRecord] = []
-        self.pending: list[Instance] = []
-        """Instances waiting for a node with enough free GPUs, in request order."""
+        self.pending: dict[Instance, None] = {}
+        """Instances waiting for a node with enough free GPUs, in request order (a dict: a
+        placement or a cancellation takes one out of the middle)."""
         self._waiting = None if self.makes_room or self.reclaim_idle else WaitingIndex()
         """The same instances by the GPUs they need, where only free GPUs can place them."""
         self._view: ClusterView | None = None
+        self._stale: set[NodeState] = set(self.nodes)
+        """Nodes whose view in :attr:`_view` is out of date: changed since, or loading (their
+        backlog changes with time)."""
+        self._free_counts = [0] * (max(n.free_gpus for n in self.nodes) + 1)
+        """Free GPUs -> nodes with that many free: the freest node's count without a scan."""
+        for n in self.nodes:
+            self._free_counts[n.free_gpus] += 1
 
         for model, (disk, host) in trace.initial_storage().items():
             size = self.deployments[model].size_bytes
@@ -492,18 +500,40 @@ class Simulation(MakingRoom):
     def _start_instance(self, m: Deployment, now: float) -> None:
         inst = m.new_instance(now)
         self._sample(now, "instances", m.name, len(m.instances))
-        self.pending.append(inst)
+        self.pending[inst] = None
+        m.pending[inst] = None
         if self._waiting is not None:
             self._waiting.add(inst)
         m.unplaced += 1
         self._try_place(inst, now)
 
     def _cluster_view(self, now: float) -> ClusterView:
+        """The scheduler's snapshot at ``now``: the last one with the stale nodes' views replaced."""
+        stale = self._stale
         view = self._view
-        if view is None or any(n.dirty for n in self.nodes):
-            view = self._view = ClusterView(tuple(
-                n.make_view(now) if n.dirty else n.view for n in self.nodes))
+        if stale:
+            nodes = [None] * len(self.nodes) if view is None else list(view.nodes)
+            for n in stale:
+                nodes[n.index] = n.make_view(now)
+            self._stale = {n for n in stale if n.loading}
+            view = self._view = ClusterView(tuple(nodes))
         return view
+
+    def _set_free_gpus(self, node: NodeState, free_gpus: int) -> None:
+        """Every change of a node's free GPUs goes through here (it keeps :attr:`_free_counts`)."""
+        counts = self._free_counts
+        counts[node.free_gpus] -= 1
+        counts[free_gpus] += 1
+        node.free_gpus = free_gpus
+        self._stale.add(node)
+
+    def _most_free_gpus(self) -> int:
+        """The free GPUs of the freest node."""
+        counts = self._free_counts
+        gpus = len(counts) - 1
+        while gpus and not counts[gpus]:
+            gpus -= 1
+        return gpus
 
     def _offer_view(self, now: float, running: dict[str, list[RunningInstanceView]] | None,
                     idle: dict[str, list[IdleInstanceView]] | None) -> ClusterView:
@@ -524,7 +554,8 @@ class Simulation(MakingRoom):
         running = self._running_views(now) if self.makes_room else None
         idle = None
         # Cheap pre-check so that a full cluster does not log a failed placement per retry.
-        if not any(n.free_gpus >= need for n in m.allowed):
+        if (self._most_free_gpus() < need if m.allowed is self.nodes
+                else not any(n.free_gpus >= need for n in m.allowed)):
             if self.reclaim_idle:
                 idle = self._idle_views(m)
             if running is None and not idle:
@@ -551,10 +582,10 @@ class Simulation(MakingRoom):
             raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} chose node {node.node_id} "
                                f"for {m.name} without {need} free GPUs and without a plan to make room")
         take = min(node.free_gpus, need)
-        node.free_gpus -= take
-        node.dirty = True
+        self._set_free_gpus(node, node.free_gpus - take)
         self._sample_gpus(node, now)
-        self.pending.remove(inst)
+        del self.pending[inst]
+        del m.pending[inst]
         if self._waiting is not None:
             self._waiting.left(inst)
         m.unplaced -= 1
@@ -576,11 +607,10 @@ class Simulation(MakingRoom):
             # has would fail _try_place's pre-check; the index skips all of those without looking
             # at them (on many models, every release used to rescan every waiting instance).
             # Placements only take GPUs, so the bound stays an upper bound until it is recomputed.
-            nodes = self.nodes
-            most_free = max(n.free_gpus for n in nodes)
+            most_free = self._most_free_gpus()
             for inst in self._waiting.fitting(lambda gpus: gpus <= most_free):
                 if self._try_place(inst, now):
-                    most_free = max(n.free_gpus for n in nodes)
+                    most_free = self._most_free_gpus()
             return
         for inst in list(self.pending):
             # A placement can start or cancel other instances (a preemption re-queues requests,
@@ -589,16 +619,17 @@ class Simulation(MakingRoom):
                 self._try_place(inst, now)
 
     def _cancel_unplaced(self, m: Deployment, surplus: int, now: float) -> None:
-        for inst in reversed(list(self.pending)):
+        """Drop the ``surplus`` most recently started of ``m``'s instances still waiting for GPUs."""
+        for inst in reversed(list(m.pending)):
             if surplus == 0:
                 break
-            if inst.deployment is m:
-                self.pending.remove(inst)
-                if self._waiting is not None:
-                    self._waiting.left(inst)
-                m.unplaced -= 1
-                surplus -= 1
-                self._drop(inst, now)
+            del self.pending[inst]
+            del m.pending[inst]
+            if self._waiting is not None:
+                self._waiting.left(inst)
+            m.unplaced -= 1
+            surplus -= 1
+            self._drop(inst, now)
 
     # ---------------------------------------------------------------------------------------- loading
 
@@ -631,7 +662,7 @@ class Simulation(MakingRoom):
                           (node.pcie_link, LOADING_TO_GPU))
         inst.tier = tier.value
         node.loading += 1
-        node.dirty = True
+        self._stale.add(node)
         self._phase(inst, stages[0][1], now)
         if self.sequential:
             first = self.flows.transfer((stages[0][0],), size)
@@ -663,7 +694,7 @@ class Simulation(MakingRoom):
         if fixed_s:
             yield env.timeout(fixed_s)
         node.loading -= 1
-        node.dirty = True
+        self._stale.add(node)
         if inst.migration is not None:
             self._start_resume(inst.migration, env.now)
         else:
@@ -710,8 +741,7 @@ class Simulation(MakingRoom):
         m.idle.pop(inst.instance_id, None)
         self._drop(inst, now)
         node = inst.node
-        node.free_gpus += m.num_gpus
-        node.dirty = True
+        self._set_free_gpus(node, node.free_gpus + m.num_gpus)
         self._sample_gpus(node, now)
 
     def _drop(self, inst: Instance, now: float) -> None:

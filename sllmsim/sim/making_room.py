@@ -161,8 +161,7 @@ class MakingRoom:
         if use and not target.waiting_gpus:
             self._begin_load(target, node, now)
         if gpus > use:
-            node.free_gpus += gpus - use
-            node.dirty = True
+            self._set_free_gpus(node, node.free_gpus + (gpus - use))
             self._sample_gpus(node, now)
             self._place_pending(now)
 
@@ -176,8 +175,7 @@ class MakingRoom:
                     or source.node is not target.node or node.free_gpus < move.num_gpus):
                 raise SllmsimError(f"placement policy {self.trace.scheduler.placement!r} planned an impossible "
                                    f"migration of {move.instance_id} from node {move.from_node} to {move.to_node}")
-            node.free_gpus -= move.num_gpus
-            node.dirty = True
+            self._set_free_gpus(node, node.free_gpus - move.num_gpus)
             self._sample_gpus(node, now)
             dest = sm.new_instance(now)
             sm.moving += 1

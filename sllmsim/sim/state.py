@@ -19,7 +19,7 @@ from sllmsim import catalog
 from sllmsim.config.hardware import GpuType
 from sllmsim.core.autoscale import IdleInstance
 from sllmsim.core.snapshot import ModelView, NodeView
-from sllmsim.core.views import node_view
+from sllmsim.core.views import static_figures
 from sllmsim.records import Phase, RequestRecord
 from sllmsim.sim.links import Link
 from sllmsim.sim.roofline import Roofline, decode_steps
@@ -49,7 +49,7 @@ class Deployment:
 
     __slots__ = ("name", "cfg", "size_bytes", "num_params", "arch", "num_layers", "dtype_bytes", "num_gpus",
                  "capacity", "asc", "view", "allowed", "instances", "ready", "by_id", "idle", "queue", "in_flight",
-                 "counter", "unplaced", "fail_reason", "rooflines", "version", "check_at", "moving",
+                 "counter", "unplaced", "pending", "fail_reason", "rooflines", "version", "check_at", "moving",
                  "preempted_requests", "preempted_tokens", "holds")
 
     def __init__(self, cfg, allowed_nodes: list[NodeState]):
@@ -79,6 +79,8 @@ class Deployment:
         self.in_flight = 0
         self.counter = 0
         self.unplaced = 0
+        self.pending: dict[Instance, None] = {}
+        """Its instances waiting for GPUs (in the engine's waiting list), oldest first."""
         self.fail_reason = ""
         self.rooflines: dict[tuple[GpuType, float], Roofline] = {}
         self.version = 0
@@ -134,12 +136,14 @@ class Deployment:
 class NodeState:
     """One server's runtime state: GPUs, tier stores, links, and its cached scheduler view."""
 
-    __slots__ = ("spec", "node_id", "free_gpus", "disk", "host", "net_link", "disk_link", "pcie_link",
-                 "loading", "view", "dirty", "_host_set", "_disk_set")
+    __slots__ = ("spec", "node_id", "index", "free_gpus", "disk", "host", "net_link", "disk_link", "pcie_link",
+                 "loading", "view", "_static")
 
-    def __init__(self, spec):
+    def __init__(self, spec, index: int = 0):
         self.spec = spec
         self.node_id = spec.node_id
+        self.index = index
+        """Its position in the cluster (and in the scheduler's snapshot)."""
         self.free_gpus = spec.num_gpus
         self.disk = TierStore(spec.disk_size_bytes)
         self.host = TierStore(spec.host_size_bytes)
@@ -149,25 +153,35 @@ class NodeState:
         self.loading = 0
         """Loads in progress; while any is, the view's backlog changes with time and is rebuilt."""
         self.view: NodeView | None = None
-        self.dirty = True
-        self._host_set = (-1, frozenset())
-        self._disk_set = (-1, frozenset())
+        self._static = static_figures(spec)
 
     def backlog_s(self, now: float) -> float:
         """Seconds until the loads on this node drain (the reference's loading-queue time)."""
         if not self.loading:
             return 0.0
-        return max(self.net_link.backlog_s(now), self.disk_link.backlog_s(now), self.pcie_link.backlog_s(now))
+        # max() of the three written out, idle links skipped: the same value (the first of the
+        # largest; an idle link's backlog is 0.0).
+        link = self.net_link
+        backlog = link.backlog_s(now) if link.flows else 0.0
+        link = self.disk_link
+        if link.flows:
+            other = link.backlog_s(now)
+            if other > backlog:
+                backlog = other
+        link = self.pcie_link
+        if link.flows:
+            other = link.backlog_s(now)
+            if other > backlog:
+                backlog = other
+        return backlog
 
     def make_view(self, now: float) -> NodeView:
-        """This node's scheduler view at ``now`` (cached until the node changes, or while it loads)."""
-        if self._host_set[0] != self.host.version:
-            self._host_set = (self.host.version, self.host.models())
-        if self._disk_set[0] != self.disk.version:
-            self._disk_set = (self.disk.version, self.disk.models())
-        self.view = node_view(self.spec, self.free_gpus, self._host_set[1], self._disk_set[1], self.backlog_s(now))
-        self.dirty = self.loading > 0
-        return self.view
+        """This node's scheduler view at ``now``, kept as :attr:`view` (the engine rebuilds it only
+        after the node changed, or while it loads)."""
+        spec = self.spec
+        self.view = view = NodeView(spec.node_id, spec.num_gpus, self.free_gpus, self.host.models(),
+                                    self.disk.models(), self.backlog_s(now), *self._static)
+        return view
 
 
 class Instance:

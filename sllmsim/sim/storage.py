@@ -23,7 +23,7 @@ class _Entry:
 class TierStore:
     """Checkpoints held in one tier of one node, least recently used first."""
 
-    __slots__ = ("capacity_bytes", "used_bytes", "_entries", "version")
+    __slots__ = ("capacity_bytes", "used_bytes", "_entries", "version", "_complete", "_models", "_pinned_bytes")
 
     def __init__(self, capacity_bytes: int):
         self.capacity_bytes = capacity_bytes
@@ -31,6 +31,13 @@ class TierStore:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.version = 0
         """Bumped whenever the set of complete checkpoints changes (for cached scheduler views)."""
+        self._complete: set[str] = set()
+        """Models with a complete copy here, kept as entries complete and leave (scanning every
+        entry for each new scheduler view was a large part of a placement on many models)."""
+        self._models: frozenset[str] | None = frozenset()
+        """:meth:`models` until the set changes (None: to rebuild)."""
+        self._pinned_bytes = 0
+        """Bytes of the entries with at least one pin (what no eviction may free)."""
 
     def has(self, model: str) -> bool:
         """True when a complete copy of ``model`` is here."""
@@ -39,22 +46,32 @@ class TierStore:
 
     def models(self) -> frozenset[str]:
         """Models with a complete copy here."""
-        return frozenset(m for m, e in self._entries.items() if e.complete)
+        models = self._models
+        if models is None:
+            models = self._models = frozenset(self._complete)
+        return models
 
     def place(self, model: str, size_bytes: int) -> None:
         """Put a complete copy here at time 0 (the caller has checked the capacity)."""
         if model not in self._entries:
             self._entries[model] = _Entry(size_bytes, complete=True)
             self.used_bytes += size_bytes
-            self.version += 1
+            self._completed(model)
 
     def pin(self, model: str) -> None:
         """Mark ``model`` as in use (being read) and most recently used."""
-        self._entries[model].pins += 1
+        entry = self._entries[model]
+        if not entry.pins:
+            self._pinned_bytes += entry.size_bytes
+        entry.pins += 1
         self._entries.move_to_end(model)
 
     def unpin(self, model: str) -> None:
-        self._entries[model].pins -= 1
+        """One reader or writer of ``model`` is done with it."""
+        entry = self._entries[model]
+        entry.pins -= 1
+        if not entry.pins:
+            self._pinned_bytes -= entry.size_bytes
 
     def reserve(self, model: str, size_bytes: int) -> tuple[bool, list[str]]:
         """Reserve space for a copy of ``model`` being written, pinned; evicts LRU unpinned entries.
@@ -68,30 +85,45 @@ class TierStore:
             return True, []
         free = self.capacity_bytes - self.used_bytes
         if size_bytes > free:
-            evictable = sum(e.size_bytes for e in self._entries.values() if e.pins == 0)
+            evictable = self.used_bytes - self._pinned_bytes
             if size_bytes > free + evictable:
                 return False, []
         evicted = []
-        for name in list(self._entries):
-            if self.capacity_bytes - self.used_bytes >= size_bytes:
-                break
-            victim = self._entries[name]
-            if victim.pins == 0:
-                del self._entries[name]
+        if size_bytes > free:
+            # The least recently used unpinned entries until the copy fits, found without copying
+            # the whole store (it holds hundreds of checkpoints on many models), then removed.
+            short = size_bytes - free
+            entries = self._entries
+            for name, victim in entries.items():
+                if not victim.pins:
+                    evicted.append(name)
+                    short -= victim.size_bytes
+                    if short <= 0:
+                        break
+            for name in evicted:
+                victim = entries.pop(name)
                 self.used_bytes -= victim.size_bytes
-                evicted.append(name)
+                if victim.complete:
+                    self._complete.discard(name)
         entry = _Entry(size_bytes, complete=False)
         entry.pins = 1
         self._entries[model] = entry
         self.used_bytes += size_bytes
+        self._pinned_bytes += size_bytes
         if evicted:
             self.version += 1
+            self._models = None
         return True, evicted
 
     def finish(self, model: str) -> None:
         """The copy being written is complete; unpins the writer."""
+        self.unpin(model)
         entry = self._entries[model]
-        entry.pins -= 1
         if not entry.complete:
             entry.complete = True
-            self.version += 1
+            self._completed(model)
+
+    def _completed(self, model: str) -> None:
+        self._complete.add(model)
+        self._models = None
+        self.version += 1
