@@ -7,12 +7,13 @@ seconds from the start of the run.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from enum import Enum
 from pathlib import Path
+
+from sllmsim.record_csv import write_csv
 
 
 class Phase(str, Enum):
@@ -107,19 +108,6 @@ REQUEST_COLUMNS = [
 PHASE_COLUMNS = [f.name for f in fields(PhaseRecord)]
 
 
-def _fmt(value: object) -> object:
-    # Fixed formatting keeps CSVs byte-identical across runs and platforms.
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float):
-        return f"{value:.9f}"
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
 def request_row(rec: RequestRecord) -> dict:
     """One request as a mapping of the requests.csv columns (derived columns included)."""
     return dict(zip(REQUEST_COLUMNS, _REQUEST_GETTER(rec)))
@@ -130,39 +118,9 @@ _REQUEST_GETTER = attrgetter(*REQUEST_COLUMNS)
 _PHASE_GETTER = attrgetter(*PHASE_COLUMNS)
 
 
-_NONE = type(None)
-_PLAIN = frozenset({int, str})
-"""Value types the csv module writes as :func:`_fmt` would (as ``str(value)``)."""
-
-
-def _fmt_column(values: tuple) -> list | tuple:
-    """:func:`_fmt` of every value of one column, with one type check per column instead of a
-    Python call per value (the writers' hot loop on million-request runs)."""
-    types = set(map(type, values))
-    if types <= _PLAIN:
-        return values
-    if types <= {float, _NONE}:
-        return ["" if v is None else f"{v:.9f}" for v in values]
-    if types <= {float, int}:
-        return [f"{v:.9f}" if type(v) is float else v for v in values]
-    if types == {bool}:
-        return [int(v) for v in values]
-    return [_fmt(v) for v in values]
-
-
-#: Rows formatted per chunk: bounds the formatted strings held at once on long runs.
-_CHUNK_ROWS = 65_536
-
-
 def _write_csv(path: Path, columns: list[str], getter: attrgetter, records: Iterable) -> None:
-    # Column by column, then back to rows: byte-identical to formatting each value with _fmt.
-    records = records if isinstance(records, list) else list(records)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for start in range(0, len(records), _CHUNK_ROWS):
-            chunk = records[start:start + _CHUNK_ROWS]
-            writer.writerows(zip(*[_fmt_column(col) for col in zip(*map(getter, chunk))]))
+    # Byte-identical to csv.writer over plain_field() of every value (tests/test_record_csv.py).
+    write_csv(path, columns, getter, records)
 
 
 def write_requests_csv(path: Path, records: Iterable[RequestRecord]) -> None:

@@ -140,12 +140,13 @@ def test_sllmsim_run_prints_preemptions(tmp_path, capsys):
 
 def test_column_writer_matches_formatting_every_value(tmp_path):
     # The CSV writers format column by column; the bytes must equal formatting each value with
-    # _fmt through csv.writer, for every value type a record column can hold (mixed ones included).
+    # plain_field() through csv.writer, for every value type a record column can hold (mixed ones included).
     import csv
     from operator import attrgetter
 
     from sllmsim import records
     from sllmsim.core.snapshot import Tier
+    from sllmsim.record_csv import plain_field
 
     rows = [records.TimeseriesRecord(0.5, "m,etric", 'k"ey', v) for v in (1, 2.25, 3, 1e-10)]
     rows += [records.TimeseriesRecord(1.0 / 3, "x", "y\nz", 7)]
@@ -159,5 +160,5 @@ def test_column_writer_matches_formatting_every_value(tmp_path):
         with open(tmp_path / f"{name}-ref.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(cols)
-            writer.writerows([records._fmt(v) for v in getter(r)] for r in items)
+            writer.writerows([plain_field(v) for v in getter(r)] for r in items)
         assert (tmp_path / f"{name}.csv").read_bytes() == (tmp_path / f"{name}-ref.csv").read_bytes()
