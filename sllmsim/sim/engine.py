@@ -55,7 +55,7 @@ import simpy
 from simpy.events import NORMAL, URGENT, Event
 
 from sllmsim.config.trace import TraceConfig, arrives_in_run, check_trace, trace_to_dict
-from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, decision_holds,
+from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, decision_holds_until,
                                     keep_alive_expires_s, make_autoscale_policy)
 from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place
 from sllmsim.core.placement import logger as scheduler_logger
@@ -457,16 +457,24 @@ class Simulation(MakingRoom):
         """
         count = len(m.instances) - m.moving
         holds = m.holds
-        # The core said when its last decision would repeat "do nothing" (decision_holds): skip it.
-        if (holds is not None and holds[0] <= m.in_flight <= holds[1] and holds[2] == count and not m.idle
-                and (holds[3] or not m.unplaced)):
-            return
-        now = self.env.now
+        # The core said over which in-flight counts its last decision's desired count holds, and
+        # the surplus beyond it (decision_holds_until): skip re-deciding while that decision would
+        # change nothing. With a surplus, m.idle is in idle-since order, so its first entry expires
+        # first: nothing is released before then, and the check asked for then is already scheduled.
+        if (holds is not None and holds[0] <= m.in_flight <= holds[1] and holds[2] == count
+                and (holds[3] <= 0 or not m.unplaced)):
+            if holds[3] <= 0 or not m.idle:
+                return
+            check_at = m.check_at
+            if check_at is not None:
+                expires_s = keep_alive_expires_s(next(iter(m.idle.values())), m.asc)
+                if self.env._now < expires_s and check_at <= expires_s:
+                    return
+        now = self.env._now
         ctx = ScalingContext(m.name, now, m.in_flight, count, tuple(m.idle.values()), m.asc)
         decision = decide_scaling(self.autoscaler, ctx)
-        span = decision_holds(self.autoscaler, ctx, decision)
-        m.holds = None if span is None else (span[0], span[1], count + decision.start,
-                                             count + decision.start == decision.desired)
+        span = decision_holds_until(self.autoscaler, ctx, decision)
+        m.holds = None if span is None else (span[0], span[1], count + decision.start, span[2])
         if decision.start:
             for _ in range(decision.start):
                 self._start_instance(m, now)
