@@ -291,9 +291,33 @@ class Simulation(MakingRoom):
         if best is None:
             m.queue.append(rec)
         else:
-            self._admit(best, rec, now)
-            self._kick(best, now)
-        self._rescale(m)
+            # _admit and _kick inlined for a ready instance on a node without request overhead
+            # (the common case: two calls fewer per request).
+            if best.phase == READY and not best.request_overhead_s:
+                best.active += 1
+                rec.node = best.node_id
+                rec.instance_id = best.instance_id
+                if best.ready_s > rec.arrival_s:
+                    rec.cold_start = True
+                    rec.tier = best.tier
+                else:
+                    rec.tier = "gpu"
+                best.prefill_queue.append(rec)
+            else:
+                self._admit(best, rec, now)
+            if best.prefill_queue:
+                if now < best.prefill_end:
+                    if not best.prefill_wake:
+                        best.prefill_wake = True
+                        best.version += 1
+                        Wake(self.env, best, self._on_prefill_done, best.prefill_end - now)
+                else:
+                    self._start_prefill(best, now)
+        # _rescale's first skip inlined: the desired count holds and there is no surplus to release.
+        holds = m.holds
+        if (holds is None or holds[3] > 0 or not holds[0] <= m.in_flight <= holds[1]
+                or holds[2] != len(m.instances) - m.moving):
+            self._rescale(m)
 
     def _admit(self, inst: Instance, rec: RequestRecord, now: float) -> None:
         """Give ``rec`` a batch slot of ``inst``; its prefill starts at the next :meth:`_kick`."""
@@ -705,8 +729,14 @@ class Simulation(MakingRoom):
 
     def _go_idle(self, inst: Instance, now: float) -> None:
         """``inst`` serves nothing now: it is idle (from ``now``) until a request or a release."""
-        self._phase(inst, IDLE, now)
-        inst.deployment.idle[inst.instance_id] = IdleInstance(inst.instance_id, now)
+        # _phase inlined (once per request that empties its instance); a ready instance has no bytes.
+        m = inst.deployment
+        old = inst.phase
+        self.phases.append(PhaseRecord(inst.instance_id, m.name, inst.node_id, old, inst.phase_since_s, now,
+                                       inst.tier, m.size_bytes if old in LOAD_PHASES else 0))
+        inst.phase = IDLE
+        inst.phase_since_s = now
+        m.idle[inst.instance_id] = IdleInstance(inst.instance_id, now)
 
     def _release(self, inst: Instance, now: float) -> None:
         self._unload(inst, now)
