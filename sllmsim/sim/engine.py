@@ -70,7 +70,7 @@ from sllmsim.sim.scheduler_log import SchedulerLog, SimTime
 from sllmsim.sim.state import (DOWNLOADING, IDLE, LOAD_PHASES, LOADING_TO_GPU, LOADING_TO_HOST, READY, RELEASED,
                                TIME_EPS, Deployment, Instance, NodeState, Retry, WaitingIndex)
 from sllmsim.sim.storage import TierStore
-from sllmsim.sim.timers import PendingWake, Wake
+from sllmsim.sim.timers import Wake
 
 __all__ = ["MAX_CATCHUP_ROUNDS", "Simulation"]
 
@@ -136,8 +136,6 @@ class Simulation(MakingRoom):
         self._waiting = None if self.makes_room or self.reclaim_idle else WaitingIndex()
         """The same instances by the GPUs they need, where only free GPUs can place them."""
         self._view: ClusterView | None = None
-        self._abandoned_s = 0.0
-        """The latest time of an instance wake superseded before its timer was queued (_set_wake)."""
 
         for model, (disk, host) in trace.initial_storage().items():
             size = self.deployments[model].size_bytes
@@ -171,10 +169,6 @@ class Simulation(MakingRoom):
                 if not m.fail_reason:
                     self._rescale(m)  # min_instances start at time 0
             self._run_events(self.trace.simulation.until_s)
-            if self.trace.simulation.until_s is None and self._abandoned_s > env._now:
-                # With one fresh timer per wake, the last event popped could be a superseded one
-                # (it did nothing but set the clock); _set_wake never queued it, so set the clock.
-                env._now = self._abandoned_s
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -315,7 +309,8 @@ class Simulation(MakingRoom):
                 if now < best.prefill_end:
                     if not best.prefill_wake:
                         best.prefill_wake = True
-                        self._set_wake(best, self._on_prefill_done, best.prefill_end - now)
+                        best.version += 1
+                        Wake(self.env, best, self._on_prefill_done, best.prefill_end - now)
                 else:
                     self._start_prefill(best, now)
         # _rescale's first skip inlined: the desired count holds and there is no surplus to release.
@@ -371,7 +366,8 @@ class Simulation(MakingRoom):
         if now < inst.prefill_end:
             if not inst.prefill_wake:
                 inst.prefill_wake = True
-                self._set_wake(inst, self._on_prefill_done, inst.prefill_end - now)
+                inst.version += 1
+                Wake(self.env, inst, self._on_prefill_done, inst.prefill_end - now)
         else:
             self._start_prefill(inst, now)
 
@@ -415,65 +411,21 @@ class Simulation(MakingRoom):
         inst.base_s = base
         inst.seg_start = start
         left = inst.heap[0][0] - inst.steps
-        inst.prefill_wake = False
-        self._set_wake(inst, self._on_decode_done,
-                       start - now + decode_time_s(left, base, inst.kv_s, inst.ctx_offset + k * inst.steps, k))
-
-    def _set_wake(self, inst: Instance, callback: Callable[[Instance], None], delay_s: float) -> None:
-        """Call ``callback(inst)`` after ``delay_s``, superseding the instance's previous wake (as
-        bumping ``inst.version`` supersedes one, e.g. in a preemption).
-
-        The wake takes the time and event id a fresh timer would have (so SimPy's queue order stays
-        as it was), but an instance keeps at most one timer in the queue for it: while the armed one
-        is due no later, nothing is pushed, and the armed one re-arms itself at the wake's own key
-        when it fires (:meth:`_on_wake`). Only a wake earlier than the armed one pushes a new timer."""
-        env = self.env
-        at_s = env._now + delay_s  # what env.schedule computes
-        eid = next(env._eid)
-        if inst.wake_fn is not None and not inst.wake_pushed and inst.wake_s > self._abandoned_s:
-            # Superseded before it was ever queued: a fresh-timer engine would have popped its stale
-            # timer then, which moves the clock's final reading (see run()).
-            self._abandoned_s = inst.wake_s
         inst.version += 1
-        inst.wake_s = at_s
-        inst.wake_eid = eid
-        inst.wake_fn = callback
-        inst.wake_version = inst.version
-        if inst.armed is None or at_s < inst.armed_s:
-            inst.armed = PendingWake(env, inst, self._on_wake, at_s, eid)
-            inst.armed_s = at_s
-            inst.wake_pushed = True
-        else:
-            inst.wake_pushed = False
-
-    def _on_wake(self, event: PendingWake) -> None:
-        """An instance's armed timer fired: the wake itself, or an earlier one to re-arm from."""
-        inst = event.target
-        if event is not inst.armed:
-            return  # superseded by an earlier timer, which was armed instead
-        if inst.wake_pushed:  # this is the wake's own key
-            inst.armed = None
-            callback = inst.wake_fn
-            inst.wake_fn = None
-            if inst.wake_version == inst.version:
-                callback(inst)
-            return
-        if inst.wake_version != inst.version:  # cancelled (a preemption, a hand-over) before it was due
-            inst.armed = None
-            inst.wake_fn = None
-            if inst.wake_s > self._abandoned_s:
-                self._abandoned_s = inst.wake_s
-            return
-        event.callbacks = [self._on_wake]
-        heappush(self.env._queue, (inst.wake_s, NORMAL, inst.wake_eid, event))
-        inst.armed_s = inst.wake_s
-        inst.wake_pushed = True
-
-    def _on_prefill_done(self, inst: Instance) -> None:
         inst.prefill_wake = False
-        self._start_prefill(inst, self.env._now)
+        Wake(self.env, inst, self._on_decode_done,
+             start - now + decode_time_s(left, base, inst.kv_s, inst.ctx_offset + k * inst.steps, k))
 
-    def _on_decode_done(self, inst: Instance) -> None:
+    def _on_prefill_done(self, event: Wake) -> None:
+        inst = event.target
+        if event.version == inst.version:
+            inst.prefill_wake = False
+            self._start_prefill(inst, self.env._now)
+
+    def _on_decode_done(self, event: Wake) -> None:
+        inst = event.target
+        if event.version != inst.version:
+            return
         now = self.env._now  # env.now without the property call (once per event on the hot path)
         m = inst.deployment
         heap = inst.heap

@@ -183,8 +183,7 @@ class Instance:
     __slots__ = ("instance_id", "deployment", "node", "node_id", "phase", "phase_since_s", "tier", "ready_s",
                  "active", "capacity", "prefill_queue", "prefill_end", "prefill_wake", "heap", "batch", "steps",
                  "ctx_offset", "seg_start", "base_s", "kv_s", "roof", "version", "placed_s", "migration",
-                 "waiting_gpus", "request_overhead_s", "arriving", "armed", "armed_s", "wake_s", "wake_eid", "wake_fn",
-                 "wake_version", "wake_pushed")
+                 "waiting_gpus", "request_overhead_s", "arriving")
 
     def __init__(self, instance_id: str, deployment: Deployment, now: float):
         self.instance_id = instance_id
@@ -218,20 +217,6 @@ class Instance:
         self.kv_s = 0.0
         self.roof: Roofline | None = None
         self.version = 0
-        """Bumped by every new wake of its batch timer, and to cancel the pending one."""
-        self.armed = None
-        """Its batch timer now in SimPy's queue (a :class:`~sllmsim.sim.timers.PendingWake`), if any."""
-        self.armed_s = 0.0
-        """When the armed timer fires."""
-        self.wake_s = 0.0
-        self.wake_eid = 0
-        """Time and event id of its latest wake (the armed timer's, or later)."""
-        self.wake_fn: Callable[[Instance], None] | None = None
-        """What its latest wake calls; None once it has fired or been dropped."""
-        self.wake_version = 0
-        """``version`` when the latest wake was set: it is cancelled once they differ."""
-        self.wake_pushed = False
-        """True when the armed timer is queued at the latest wake's own time and id."""
         self.placed_s = math.inf
         """When its load began (it holds GPUs from then on)."""
         self.migration: Migration | None = None

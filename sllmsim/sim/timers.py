@@ -24,19 +24,3 @@ class Wake(Event):
         self.version = target.version
         # What env.schedule(self, NORMAL, delay) does, without its call (one per timer).
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))
-
-
-class PendingWake(Event):
-    """An instance's batch timer, queued at a given time and event id; the engine re-arms it in
-    place (:meth:`~sllmsim.sim.engine.Simulation._set_wake`) instead of queueing a new timer for
-    every later wake."""
-
-    __slots__ = ("target",)
-    _ok = True
-    _value = None
-
-    def __init__(self, env: simpy.Environment, target, callback, at_s: float, eid: int):
-        self.env = env
-        self.callbacks = [callback]
-        self.target = target
-        heappush(env._queue, (at_s, NORMAL, eid, self))
