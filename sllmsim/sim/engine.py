@@ -291,9 +291,14 @@ class Simulation(MakingRoom):
         if best is None:
             m.queue.append(rec)
         else:
-            # _admit and _kick inlined for a ready instance on a node without request overhead
-            # (the common case: two calls fewer per request).
-            if best.phase == READY and not best.request_overhead_s:
+            # _admit and _kick inlined for an instance on a node without request overhead (the
+            # common case: two calls fewer per request).
+            if not best.request_overhead_s:
+                if best.phase != READY:  # idle until now (the least-loaded instance often is)
+                    self._phase(best, READY, now)
+                    m.idle.pop(best.instance_id, None)
+                    if self.makes_room and self.pending:
+                        self._retry_at(self._movable_from(best))  # it is running now: it may make room soon
                 best.active += 1
                 rec.node = best.node_id
                 rec.instance_id = best.instance_id
@@ -457,7 +462,13 @@ class Simulation(MakingRoom):
             if migrating:
                 self._abandon_migration(inst.migration, now)
             else:
-                self._go_idle(inst, now)
+                # _go_idle inlined (about once per request here); a serving instance has no bytes.
+                old = inst.phase
+                self.phases.append(PhaseRecord(inst.instance_id, m.name, inst.node_id, old, inst.phase_since_s,
+                                               now, inst.tier, m.size_bytes if old in LOAD_PHASES else 0))
+                inst.phase = IDLE
+                inst.phase_since_s = now
+                m.idle[inst.instance_id] = IdleInstance(inst.instance_id, now)
         # m.idle is in idle-since order, so its first entry is the first whose keep-alive runs out.
         if m.unplaced or (m.idle and (
                 m.check_at is None or keep_alive_expires_s(next(iter(m.idle.values())), m.asc) <= now)):
