@@ -154,6 +154,30 @@ def decision_holds(policy: AutoscalePolicy, ctx: ScalingContext, decision: Scali
     return low, high
 
 
+def decision_holds_until(policy: AutoscalePolicy, ctx: ScalingContext,
+                         decision: ScalingDecision) -> tuple[int, int, int] | None:
+    """Like :func:`decision_holds`, also with idle instances: ``(low, high, surplus)`` such that, once
+    ``decision`` has been carried out, re-deciding with the in-flight count in ``[low, high]`` and
+    ``ctx.instances + decision.start`` instances (whatever the time and the idle instances) gives
+    the same desired count, starts nothing, and leaves ``surplus`` instances beyond the desired
+    count. With ``surplus <= 0`` it releases nothing and asks no check either; otherwise it follows
+    :func:`decide_scaling`'s keep-alive rule alone: it releases (longest idle first) only idle
+    instances whose keep-alive has run out, and asks a check at the earliest expiry of the rest.
+    So while no idle instance is past its keep-alive and a check at the earliest expiry is already
+    scheduled, the decision changes nothing (cancelling surplus starts that wait for GPUs aside).
+    None after a release, or for a policy that gives no range."""
+    if decision.release:
+        return None
+    span = policy.in_flight_range(ctx)
+    if span is None:
+        return None
+    low, high = span
+    if low <= 0 < high:  # the 0 -> 1 rule makes 0 in flight differ from any positive count
+        low = 1 if ctx.in_flight > 0 else 0
+        high = high if ctx.in_flight > 0 else 0
+    return low, high, ctx.instances + decision.start - decision.desired
+
+
 def surplus_idle(policy: AutoscalePolicy, ctx: ScalingContext) -> tuple[str, ...]:
     """The idle instances of ``ctx`` the autoscaler would release if every keep-alive were over:
     those beyond what ``min_instances`` and the requests in flight need. What both runtimes offer

@@ -55,7 +55,7 @@ import simpy
 from simpy.events import NORMAL, URGENT, Event
 
 from sllmsim.config.trace import TraceConfig, arrives_in_run, check_trace, trace_to_dict
-from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, decision_holds,
+from sllmsim.core.autoscale import (IdleInstance, ScalingContext, decide_scaling, decision_holds_until,
                                     keep_alive_expires_s, make_autoscale_policy)
 from sllmsim.core.placement import ShepherdPlacement, make_placement_policy, place, placement_seed
 from sllmsim.core.placement import logger as scheduler_logger
@@ -298,9 +298,38 @@ class Simulation(MakingRoom):
         if best is None:
             m.queue.append(rec)
         else:
-            self._admit(best, rec, now)
-            self._kick(best, now)
-        self._rescale(m)
+            # _admit and _kick inlined for an instance on a node without request overhead (the
+            # common case: two calls fewer per request).
+            if not best.request_overhead_s:
+                if best.phase != READY:  # idle until now (the least-loaded instance often is)
+                    self._phase(best, READY, now)
+                    m.idle.pop(best.instance_id, None)
+                    if self.makes_room and self.pending:
+                        self._retry_at(self._movable_from(best))  # it is running now: it may make room soon
+                best.active += 1
+                rec.node = best.node_id
+                rec.instance_id = best.instance_id
+                if best.ready_s > rec.arrival_s:
+                    rec.cold_start = True
+                    rec.tier = best.tier
+                else:
+                    rec.tier = "gpu"
+                best.prefill_queue.append(rec)
+            else:
+                self._admit(best, rec, now)
+            if best.prefill_queue:
+                if now < best.prefill_end:
+                    if not best.prefill_wake:
+                        best.prefill_wake = True
+                        best.version += 1
+                        Wake(self.env, best, self._on_prefill_done, best.prefill_end - now)
+                else:
+                    self._start_prefill(best, now)
+        # _rescale's first skip inlined: the desired count holds and there is no surplus to release.
+        holds = m.holds
+        if (holds is None or holds[3] > 0 or not holds[0] <= m.in_flight <= holds[1]
+                or holds[2] != len(m.instances) - m.moving):
+            self._rescale(m)
 
     def _admit(self, inst: Instance, rec: RequestRecord, now: float) -> None:
         """Give ``rec`` a batch slot of ``inst``; its prefill starts at the next :meth:`_kick`."""
@@ -440,7 +469,13 @@ class Simulation(MakingRoom):
             if migrating:
                 self._abandon_migration(inst.migration, now)
             else:
-                self._go_idle(inst, now)
+                # _go_idle inlined (about once per request here); a serving instance has no bytes.
+                old = inst.phase
+                self.phases.append(PhaseRecord(inst.instance_id, m.name, inst.node_id, old, inst.phase_since_s,
+                                               now, inst.tier, m.size_bytes if old in LOAD_PHASES else 0))
+                inst.phase = IDLE
+                inst.phase_since_s = now
+                m.idle[inst.instance_id] = IdleInstance(inst.instance_id, now)
         # m.idle is in idle-since order, so its first entry is the first whose keep-alive runs out.
         if m.unplaced or (m.idle and (
                 m.check_at is None or keep_alive_expires_s(next(iter(m.idle.values())), m.asc) <= now)):
@@ -464,16 +499,24 @@ class Simulation(MakingRoom):
         """
         count = len(m.instances) - m.moving
         holds = m.holds
-        # The core said when its last decision would repeat "do nothing" (decision_holds): skip it.
-        if (holds is not None and holds[0] <= m.in_flight <= holds[1] and holds[2] == count and not m.idle
-                and (holds[3] or not m.unplaced)):
-            return
-        now = self.env.now
+        # The core said over which in-flight counts its last decision's desired count holds, and
+        # the surplus beyond it (decision_holds_until): skip re-deciding while that decision would
+        # change nothing. With a surplus, m.idle is in idle-since order, so its first entry expires
+        # first: nothing is released before then, and the check asked for then is already scheduled.
+        if (holds is not None and holds[0] <= m.in_flight <= holds[1] and holds[2] == count
+                and (holds[3] <= 0 or not m.unplaced)):
+            if holds[3] <= 0 or not m.idle:
+                return
+            check_at = m.check_at
+            if check_at is not None:
+                expires_s = keep_alive_expires_s(next(iter(m.idle.values())), m.asc)
+                if self.env._now < expires_s and check_at <= expires_s:
+                    return
+        now = self.env._now
         ctx = ScalingContext(m.name, now, m.in_flight, count, tuple(m.idle.values()), m.asc)
         decision = decide_scaling(self.autoscaler, ctx)
-        span = decision_holds(self.autoscaler, ctx, decision)
-        m.holds = None if span is None else (span[0], span[1], count + decision.start,
-                                             count + decision.start == decision.desired)
+        span = decision_holds_until(self.autoscaler, ctx, decision)
+        m.holds = None if span is None else (span[0], span[1], count + decision.start, span[2])
         if decision.start:
             for _ in range(decision.start):
                 self._start_instance(m, now)
@@ -727,8 +770,14 @@ class Simulation(MakingRoom):
 
     def _go_idle(self, inst: Instance, now: float) -> None:
         """``inst`` serves nothing now: it is idle (from ``now``) until a request or a release."""
-        self._phase(inst, IDLE, now)
-        inst.deployment.idle[inst.instance_id] = IdleInstance(inst.instance_id, now)
+        # _phase inlined (once per request that empties its instance); a ready instance has no bytes.
+        m = inst.deployment
+        old = inst.phase
+        self.phases.append(PhaseRecord(inst.instance_id, m.name, inst.node_id, old, inst.phase_since_s, now,
+                                       inst.tier, m.size_bytes if old in LOAD_PHASES else 0))
+        inst.phase = IDLE
+        inst.phase_since_s = now
+        m.idle[inst.instance_id] = IdleInstance(inst.instance_id, now)
 
     def _release(self, inst: Instance, now: float) -> None:
         self._unload(inst, now)

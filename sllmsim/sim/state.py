@@ -90,10 +90,11 @@ class Deployment:
         does not count them as extra instances)."""
         self.preempted_requests = 0
         self.preempted_tokens = 0
-        self.holds: tuple[int, int, int, bool] | None = None
-        """(low, high, instances, exact) of :func:`~sllmsim.core.autoscale.decision_holds` after the last
-        decision: re-deciding repeats "do nothing" while the in-flight count is in [low, high], the
-        instance count is ``instances``, none is idle and (unless ``exact``) none waits for GPUs."""
+        self.holds: tuple[int, int, int, int] | None = None
+        """(low, high, instances, surplus) from :func:`~sllmsim.core.autoscale.decision_holds_until`
+        after the last decision: while the in-flight count is in [low, high] and the instance count
+        is ``instances``, re-deciding keeps the desired count, starts nothing and leaves ``surplus``
+        instances beyond it (which only idle instances past their keep-alive can change)."""
 
     def roofline(self, node: NodeState) -> Roofline:
         """This model's execution-time model on ``node``."""

@@ -90,3 +90,34 @@ def test_surplus_idle_is_what_would_go_once_every_keep_alive_is_over():
     assert surplus_idle(policy, ScalingContext("m", 10.0, 1, 3, idle, cfg)) == ("a", "b")
     # Two instances and no request: min_instances keeps one, so only the longest idle goes.
     assert surplus_idle(policy, ScalingContext("m", 10.0, 0, 2, idle, cfg)) == ("a",)
+
+
+def test_decision_holds_until_promises_only_what_deciding_again_repeats():
+    # With idle instances too: over the range, at the instance count after the decision and at any
+    # time and idle set, the desired count and the surplus are as promised, nothing starts, and with
+    # no surplus nothing is released and no check asked.
+    from sllmsim.core.autoscale import decision_holds_until
+
+    idle_sets = ((), (IdleInstance("a", 0.0),), (IdleInstance("a", 0.0), IdleInstance("b", 3.0)))
+    for target, instances, min_instances in ((4, 3, 0), (4, 5, 0), (1, 2, 1), (2, 0, 0), (3, 6, 2)):
+        for idle in idle_sets:
+            for n in range(0, 30):
+                c = ctx(n, instances, idle, now=1.0, target=target, max_instances=8, min_instances=min_instances,
+                        keep_alive=5)
+                d = decide_scaling(POLICY, c)
+                span = decision_holds_until(POLICY, c, d)
+                if d.release:
+                    assert span is None
+                    continue
+                low, high, surplus = span
+                after = instances + d.start
+                assert low <= n <= high and surplus == after - d.desired
+                for k in range(low, high + 1):
+                    for now in (1.0, 4.9, 5.0, 100.0):
+                        for later_idle in idle_sets:
+                            again = decide_scaling(POLICY, c._replace(in_flight=k, instances=after, now_s=now,
+                                                                      idle=later_idle))
+                            assert (again.start, again.desired) == (0, d.desired)
+                            assert after - again.desired == surplus
+                            if surplus <= 0:
+                                assert (again.release, again.next_check_s) == ((), None)
