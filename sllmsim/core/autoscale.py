@@ -144,14 +144,8 @@ def decision_holds(policy: AutoscalePolicy, ctx: ScalingContext, decision: Scali
         return None
     if ctx.instances + decision.start < decision.desired:
         return None
-    span = policy.in_flight_range(ctx)
-    if span is None:
-        return None
-    low, high = span
-    if low <= 0 < high:  # the 0 -> 1 rule makes 0 in flight differ from any positive count
-        low = 1 if ctx.in_flight > 0 else 0
-        high = high if ctx.in_flight > 0 else 0
-    return low, high
+    held = decision_holds_until(policy, ctx, decision)
+    return None if held is None else held[:2]
 
 
 def decision_holds_until(policy: AutoscalePolicy, ctx: ScalingContext,
