@@ -469,13 +469,7 @@ class Simulation(MakingRoom):
             if migrating:
                 self._abandon_migration(inst.migration, now)
             else:
-                # _go_idle inlined (about once per request here); a serving instance has no bytes.
-                old = inst.phase
-                self.phases.append(PhaseRecord(inst.instance_id, m.name, inst.node_id, old, inst.phase_since_s,
-                                               now, inst.tier, m.size_bytes if old in LOAD_PHASES else 0))
-                inst.phase = IDLE
-                inst.phase_since_s = now
-                m.idle[inst.instance_id] = IdleInstance(inst.instance_id, now)
+                self._go_idle(inst, now)
         # m.idle is in idle-since order, so its first entry is the first whose keep-alive runs out.
         if m.unplaced or (m.idle and (
                 m.check_at is None or keep_alive_expires_s(next(iter(m.idle.values())), m.asc) <= now)):

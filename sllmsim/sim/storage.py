@@ -23,14 +23,12 @@ class _Entry:
 class TierStore:
     """Checkpoints held in one tier of one node, least recently used first."""
 
-    __slots__ = ("capacity_bytes", "used_bytes", "_entries", "version", "_complete", "_models", "_pinned_bytes")
+    __slots__ = ("capacity_bytes", "used_bytes", "_entries", "_complete", "_models", "_pinned_bytes")
 
     def __init__(self, capacity_bytes: int):
         self.capacity_bytes = capacity_bytes
         self.used_bytes = 0
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self.version = 0
-        """Bumped whenever the set of complete checkpoints changes (for cached scheduler views)."""
         self._complete: set[str] = set()
         """Models with a complete copy here, kept as entries complete and leave (scanning every
         entry for each new scheduler view was a large part of a placement on many models)."""
@@ -111,7 +109,6 @@ class TierStore:
         self.used_bytes += size_bytes
         self._pinned_bytes += size_bytes
         if evicted:
-            self.version += 1
             self._models = None
         return True, evicted
 
@@ -126,4 +123,3 @@ class TierStore:
     def _completed(self, model: str) -> None:
         self._complete.add(model)
         self._models = None
-        self.version += 1
