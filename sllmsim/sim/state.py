@@ -19,7 +19,7 @@ from sllmsim import catalog
 from sllmsim.config.hardware import GpuType
 from sllmsim.core.autoscale import IdleInstance
 from sllmsim.core.snapshot import ModelView, NodeView
-from sllmsim.core.views import static_figures
+from sllmsim.core.views import build_node_view, static_figures
 from sllmsim.records import Phase, RequestRecord
 from sllmsim.sim.links import Link
 from sllmsim.sim.roofline import Roofline, decode_steps
@@ -180,8 +180,8 @@ class NodeState:
         """This node's scheduler view at ``now``, kept as :attr:`view` (the engine rebuilds it only
         after the node changed, or while it loads)."""
         spec = self.spec
-        self.view = view = NodeView(spec.node_id, spec.num_gpus, self.free_gpus, self.host.models(),
-                                    self.disk.models(), self.backlog_s(now), *self._static)
+        self.view = view = build_node_view(spec.node_id, spec.num_gpus, self.free_gpus, self.host.models(),
+                                           self.disk.models(), self.backlog_s(now), *self._static)
         return view
 
 
