@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from live.calibration.fresh_memory import FreshMemory
 from sllmsim.config.hardware import GPU_TYPES
 from sllmsim.fidelity.batch_fit import BatchFit, BatchPoint, fit_batch_steps
 from sllmsim.fidelity.pass_fit import LoadFit, PassFit, fit_construction, fit_forward_passes
@@ -129,6 +130,8 @@ class Calibration:
     """The samples behind :attr:`batch_points`."""
     num_gpus: int = 1
     """``num_gpus`` written for every node (chosen, not measured: live mode's nodes share the device)."""
+    fresh_memory: FreshMemory | None = None
+    """The fresh-device-memory term (:mod:`live.calibration.fresh_memory`); None on CUDA or where no chunk was slow."""
 
     @property
     def batch_fit(self) -> BatchFit | None:
@@ -197,6 +200,9 @@ class Calibration:
             node["decode_overhead_per_sequence_s"] = round(batch.decode_overhead_per_sequence_s, 7)
             per_layer = batch.decode_overhead_per_sequence_per_layer_s
             node["decode_overhead_per_sequence_per_layer_s"] = round(per_layer, 8)
+        if self.fresh_memory is not None:
+            node["fresh_memory_bandwidth"] = rate_text(self.fresh_memory.fresh_bytes_per_s)
+            node["warm_memory_size"] = size_text(self.fresh_memory.warm_bytes)
         return {str(n): dict(node) for n in node_ids}
 
 
@@ -287,6 +293,9 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
         "derived": {
             "host_bandwidth": "median of host_to_device_bytes_per_s",
             "disk_bandwidth": "median of disk_read_bytes_per_s",
+            "fresh_memory_bandwidth": "kept probe-size allocations after a pause (fresh_memory.rates_bytes_per_s): "
+                                      "the slow chunks' median rate less the copy host_bandwidth prices",
+            "warm_memory_size": "the bytes allocated before the first chunk under half of host_bandwidth",
             "network_bandwidth": "configured value (live mode throttles its copies to it), checked by "
                                  "network_copy_bytes_per_s",
             "load_overhead_s": "median over the smallest model's loads from host memory through live mode's server "
@@ -318,6 +327,7 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
         "roofline_check": roofline_check(cal) if fit else {},
         "serving": serving.to_json() if serving else None,
         "small_checkpoint": {k: m.to_json() for k, m in cal.small_checkpoint.items()},
+        "fresh_memory": None if cal.fresh_memory is None else cal.fresh_memory.to_json(),
         "batch_sweep": _batch_sweep_json(cal),
         "notes": list(cal.notes),
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from live.calibration.batch_sweep import measure_batch_steps
+from live.calibration.fresh_memory import measure_fresh_memory
 from live.calibration.probes import measure_bandwidths, small_checkpoint_costs, write_probe_checkpoint
 from live.calibration.profiles import profile_models
 from live.calibration.recipes import PROBE_MODELS, build_model_folder
@@ -95,6 +96,10 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
             net_src = probe if net_bytes == probe_bytes else write_probe_checkpoint(work / "net-probe", net_bytes, 1)
             measured = measure_bandwidths(probe, net_src, work, device, network_bandwidth_bytes_per_s, repeats,
                                           say)
+            fresh = None
+            if dev.type == "cpu":
+                say("fresh device memory (kept allocations after a pause)")
+                fresh = measure_fresh_memory(measured["host_to_device_bytes_per_s"].median, probe_bytes)
             achieved = measured["network_copy_bytes_per_s"].median
             network = network_bandwidth_bytes_per_s
             if achieved < 0.9 * network_bandwidth_bytes_per_s:
@@ -140,7 +145,8 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
                        models=profiles, network_bandwidth_bytes_per_s=network,
                        host_size_bytes=host_size_bytes or host_default, disk_size_bytes=disk_size_bytes or disk_default,
                        notes=notes, load_average_1min=load_average, serving=serving, small_checkpoint=small,
-                       batch_points=batch_points, batch_samples=batch_samples, num_gpus=num_gpus)
+                       batch_points=batch_points, batch_samples=batch_samples, num_gpus=num_gpus,
+                       fresh_memory=fresh)
 
 
 def _device_name(dev: torch.device) -> str:

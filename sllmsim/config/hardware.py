@@ -54,7 +54,8 @@ DEFAULT_NUM_GPUS = 1
 _REQUIRED = ("host_size", "host_bandwidth", "disk_size", "disk_bandwidth", "network_bandwidth")
 _OPTIONAL = ("num_gpus", "gpu", "pcie_bandwidth", "load_overhead_s", "gpu_memory_bandwidth", "gpu_flops",
              "forward_overhead_s", "request_overhead_s", "forward_overhead_per_layer_s", "load_overhead_per_layer_s",
-             "decode_overhead_per_sequence_s", "decode_overhead_per_sequence_per_layer_s")
+             "decode_overhead_per_sequence_s", "decode_overhead_per_sequence_per_layer_s",
+             "fresh_memory_bandwidth", "warm_memory_size")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,13 @@ class NodeSpec:
     decode_overhead_per_sequence_per_layer_s: float = 0.0
     """The same per extra sequence and per layer of the model (the per-request attention runs in every
     transformer block)."""
+    fresh_memory_bytes_per_s: float | None = None
+    """Rate at which the machine hands a load device memory it has not used lately, on top of the copy
+    itself: the page-fault cost of a CPU "device" on a VM that backs guest memory lazily (measured by
+    ``experiments/validation-cpu/first_touch.py``; 0.19-0.24 GB/s of faults on the 2-core VM). None: free."""
+    warm_memory_bytes: int = 0
+    """How much of a load's device memory comes quick (memory the machine used lately); only the
+    bytes beyond it pay ``fresh_memory_bytes_per_s``."""
 
     def forward_fixed_s(self, num_layers: int) -> float:
         """Fixed seconds of one forward pass of a model with ``num_layers`` layers on this node."""
@@ -108,6 +116,12 @@ class NodeSpec:
     def load_fixed_s(self, num_layers: int) -> float:
         """Fixed seconds of one load of a model with ``num_layers`` layers on this node."""
         return self.load_overhead_s + num_layers * self.load_overhead_per_layer_s
+
+    def fresh_memory_s(self, nbytes: int) -> float:
+        """Seconds a load of ``nbytes`` to the device spends getting memory beyond the warm part."""
+        if self.fresh_memory_bytes_per_s is None or nbytes <= self.warm_memory_bytes:
+            return 0.0
+        return (nbytes - self.warm_memory_bytes) / self.fresh_memory_bytes_per_s
 
     @property
     def has_per_layer_costs(self) -> bool:
@@ -143,6 +157,9 @@ def node_to_dict(node: NodeSpec) -> dict:
         "decode_overhead_per_sequence_s": node.decode_overhead_per_sequence_s,
         "decode_overhead_per_sequence_per_layer_s": node.decode_overhead_per_sequence_per_layer_s,
     }
+    if node.fresh_memory_bytes_per_s is not None:  # only when set: older run folders stay byte-identical
+        out["fresh_memory_bytes_per_s"] = node.fresh_memory_bytes_per_s
+        out["warm_memory_bytes"] = node.warm_memory_bytes
     return out
 
 
@@ -209,6 +226,9 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
                           raw.get("decode_overhead_per_sequence_s", 0.0))
     per_sequence_layer = _field(source, f"{node_id}.decode_overhead_per_sequence_per_layer_s", _non_negative_float,
                                 raw.get("decode_overhead_per_sequence_per_layer_s", 0.0))
+    fresh = raw.get("fresh_memory_bandwidth")
+    if "warm_memory_size" in raw and fresh is None:
+        raise ConfigError(source, f"{node_id}.warm_memory_size", "needs fresh_memory_bandwidth beside it")
     return NodeSpec(
         node_id=node_id,
         host_size_bytes=_field(source, f"{node_id}.host_size", parse_size_bytes, raw["host_size"]),
@@ -230,6 +250,10 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
         load_overhead_per_layer_s=load_per_layer,
         decode_overhead_per_sequence_s=per_sequence,
         decode_overhead_per_sequence_per_layer_s=per_sequence_layer,
+        fresh_memory_bytes_per_s=None if fresh is None else _field(
+            source, f"{node_id}.fresh_memory_bandwidth", parse_bandwidth_bytes_per_s, fresh),
+        warm_memory_bytes=_field(source, f"{node_id}.warm_memory_size", parse_size_bytes,
+                                 raw.get("warm_memory_size", 0)),
     )
 
 

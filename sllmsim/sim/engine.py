@@ -727,7 +727,10 @@ class Simulation(MakingRoom):
             node.host.unpin(model)
         elif tier is Tier.DISK:
             node.disk.unpin(model)
-        fixed_s = node.spec.load_fixed_s(inst.deployment.num_layers)
+        spec = node.spec
+        fixed_s = spec.load_fixed_s(inst.deployment.num_layers)
+        if spec.fresh_memory_bytes_per_s is not None:
+            fixed_s += spec.fresh_memory_s(inst.deployment.size_bytes)
         if fixed_s:
             yield env.timeout(fixed_s)
         node.loading -= 1
