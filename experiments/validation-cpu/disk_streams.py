@@ -21,10 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 _ROOT = Path(__file__).resolve().parents[2]
-_RECIPES = _ROOT / "traces" / "validation-disk" / "models.yaml"
+_TRACE = _ROOT / "traces" / "validation-disk.yaml"
 _MODELS = ("disk-big", "disk-mid")
 
 
@@ -37,13 +35,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from live.calibration.recipes import ModelRecipe, build_model_folder
+    from live.live_run import build_models, load_recipes, recipes_path
     from live.loader import plan_checkpoint, read_checkpoint
     from live.pagecache import drop_tree
 
-    recipes = yaml.safe_load(_RECIPES.read_text())
-    folders = {name: build_model_folder(Path(args.models_dir) / name, ModelRecipe(**recipes[name]))
-               for name in _MODELS}
+    recipes = load_recipes(recipes_path(_TRACE))
+    folders = build_models({name: recipes[name] for name in _MODELS}, args.models_dir)
     sizes = {name: plan_checkpoint(folder)[2] for name, folder in folders.items()}
 
     def read(name: str, touched: dict[str, torch.Tensor] | None, out: dict[str, float]) -> None:
@@ -78,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {round_} done", file=sys.stderr)
 
     total = sum(sizes.values())
-    print(f"sizes: " + ", ".join(f"{n} {sizes[n] / 1e9:.2f} GB" for n in _MODELS))
+    print("sizes: " + ", ".join(f"{n} {sizes[n] / 1e9:.2f} GB" for n in _MODELS))
     print(f"{'memory':8} {'read':28} {'seconds (each round)':28} {'median GB/s':>11}")
     for (memory, label), secs in results.items():
         nbytes = total if label.startswith("both") else sizes[label.split()[0]]
