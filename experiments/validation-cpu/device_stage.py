@@ -17,19 +17,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-_RECIPES = Path(__file__).resolve().parents[2] / "traces" / "validation-disk" / "models.yaml"
+_TRACE = Path(__file__).resolve().parents[2] / "traces" / "validation-disk.yaml"
 
 
 def main() -> int:
     import torch
 
     from live.calibration.recipes import ModelRecipe, build_model_folder
+    from live.live_run import load_recipes, recipes_path
     from live.loader import build_model, read_checkpoint, to_device
 
     torch.set_num_threads(1)
-    recipes = yaml.safe_load(_RECIPES.read_text())
+    recipes = load_recipes(recipes_path(_TRACE))
     work = Path(tempfile.mkdtemp(prefix="device-stage-"))
     for name in ("disk-small", "disk-big"):
         folder = build_model_folder(work / name, ModelRecipe(**recipes[name]))

@@ -20,9 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
-_RECIPES = Path(__file__).resolve().parents[2] / "traces" / "validation-small" / "models.yaml"
+_TRACE = Path(__file__).resolve().parents[2] / "traces" / "validation-small.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,12 +33,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from live.calibration import torch_threads
     from live.calibration.recipes import ModelRecipe, build_model_folder
+    from live.live_run import load_recipes, recipes_path
     from live.calibration.serving import calibration_server
     from live.pagecache import drop_tree
     from live.replay import fetch_records, prompt_text
     from sllmsim.fidelity.cpu_load import CpuSampler
 
-    recipes = yaml.safe_load(_RECIPES.read_text())
+    recipes = load_recipes(recipes_path(_TRACE))
     if args.model not in recipes:
         parser.error(f"--model: expected one of {', '.join(recipes)}, got {args.model!r}")
     work = Path(tempfile.mkdtemp(prefix="harness-ab-"))
