@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
               f"its peak RSS {proc_rss_mib:,.0f} MiB")
 
     if args.axis_requests:
+        from sllmsim.sim.state import LOAD_PHASES
+
         per_req_us = {}
         for axis, values in (("models", (10, 100, 1000)), ("nodes", (8, 64, 512))):
             for value in values:
@@ -267,15 +269,16 @@ def main(argv: list[str] | None = None) -> None:
                 k = len(axis_trace.requests)
                 minimal_k_s = time_minimal_loop(axis_trace)
                 seconds, res = time_simulate(axis_trace)
-                # Cold starts per request say how much of the cost is placement and loading, which a
-                # longer tail of rarely used models multiplies whatever the per-event cost.
+                # Loads per request say how much of the cost is placement and loading, which a longer
+                # tail of rarely used models multiplies whatever the per-event cost.
+                loads_k = len({p.instance_id for p in res.phases if p.phase in LOAD_PHASES})
                 cold_k = sum(r.cold_start for r in res.requests)
                 del res
                 per_req_us[axis, value] = seconds / k * 1e6
                 print(f"{axis} axis: {axis_shape['num_models']:>5} models, {axis_shape['num_nodes']:>4} nodes x 8 GPUs, "
                       f"{k:,} requests: {seconds / k * 1e6:6.1f} us/request "
-                      f"({minimal_k_s / seconds:.2f}x the minimal loop); {cold_k:,} cold starts "
-                      f"= {cold_k / k * 1000:.1f} per 1,000 requests")
+                      f"({minimal_k_s / seconds:.2f}x the minimal loop); {loads_k:,} loads = {loads_k / k * 1000:.2f} "
+                      f"per 1,000 requests, {cold_k / k * 1000:.1f} of them waited for one")
         print(f"1,000 models against 100: {per_req_us['models', 1000] / per_req_us['models', 100]:.2f}x the us/request "
               f"(target <= 1.3x); 512 nodes against 64: {per_req_us['nodes', 512] / per_req_us['nodes', 64]:.2f}x")
 
