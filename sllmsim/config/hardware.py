@@ -55,7 +55,7 @@ _REQUIRED = ("host_size", "host_bandwidth", "disk_size", "disk_bandwidth", "netw
 _OPTIONAL = ("num_gpus", "gpu", "pcie_bandwidth", "load_overhead_s", "gpu_memory_bandwidth", "gpu_flops",
              "forward_overhead_s", "request_overhead_s", "forward_overhead_per_layer_s", "load_overhead_per_layer_s",
              "decode_overhead_per_sequence_s", "decode_overhead_per_sequence_per_layer_s",
-             "fresh_memory_bandwidth", "warm_memory_size")
+             "fresh_memory_bandwidth", "warm_memory_size", "disk_aggregate_bandwidth")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,11 @@ class NodeSpec:
     warm_memory_bytes: int = 0
     """How much of a load's device memory comes quick (memory the machine used lately); only the
     bytes beyond it pay ``fresh_memory_bytes_per_s``."""
+    disk_aggregate_bandwidth_bytes_per_s: float | None = None
+    """What the disk delivers in all to several reads at once, when one read alone gets only
+    ``disk_bandwidth`` (an SSD or virtual disk that needs several requests in flight to reach its
+    rate). Concurrent reads share it equally, each at most ``disk_bandwidth``. None: one read already
+    takes the whole disk (the spec's model). ``sllmsim calibrate`` measures it with two readers."""
 
     def forward_fixed_s(self, num_layers: int) -> float:
         """Fixed seconds of one forward pass of a model with ``num_layers`` layers on this node."""
@@ -160,6 +165,8 @@ def node_to_dict(node: NodeSpec) -> dict:
     if node.fresh_memory_bytes_per_s is not None:  # only when set: older run folders stay byte-identical
         out["fresh_memory_bytes_per_s"] = node.fresh_memory_bytes_per_s
         out["warm_memory_bytes"] = node.warm_memory_bytes
+    if node.disk_aggregate_bandwidth_bytes_per_s is not None:
+        out["disk_aggregate_bandwidth_bytes_per_s"] = node.disk_aggregate_bandwidth_bytes_per_s
     return out
 
 
@@ -229,14 +236,22 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
     fresh = raw.get("fresh_memory_bandwidth")
     if "warm_memory_size" in raw and fresh is None:
         raise ConfigError(source, f"{node_id}.warm_memory_size", "needs fresh_memory_bandwidth beside it")
+    disk_bytes_per_s = _field(source, f"{node_id}.disk_bandwidth", parse_bandwidth_bytes_per_s, raw["disk_bandwidth"])
+    aggregate = raw.get("disk_aggregate_bandwidth")
+    if aggregate is not None:
+        aggregate = _field(source, f"{node_id}.disk_aggregate_bandwidth", parse_bandwidth_bytes_per_s, aggregate)
+        if aggregate < disk_bytes_per_s:
+            raise ConfigError(source, f"{node_id}.disk_aggregate_bandwidth",
+                              f"expected at least disk_bandwidth ({raw['disk_bandwidth']}): it is what several "
+                              f"reads at once get in all, each read getting at most disk_bandwidth; "
+                              f"got {raw['disk_aggregate_bandwidth']!r}")
     return NodeSpec(
         node_id=node_id,
         host_size_bytes=_field(source, f"{node_id}.host_size", parse_size_bytes, raw["host_size"]),
         host_bandwidth_bytes_per_s=_field(source, f"{node_id}.host_bandwidth", parse_bandwidth_bytes_per_s,
                                           raw["host_bandwidth"]),
         disk_size_bytes=_field(source, f"{node_id}.disk_size", parse_size_bytes, raw["disk_size"]),
-        disk_bandwidth_bytes_per_s=_field(source, f"{node_id}.disk_bandwidth", parse_bandwidth_bytes_per_s,
-                                          raw["disk_bandwidth"]),
+        disk_bandwidth_bytes_per_s=disk_bytes_per_s,
         network_bandwidth_bytes_per_s=_field(source, f"{node_id}.network_bandwidth", parse_bandwidth_bytes_per_s,
                                              raw["network_bandwidth"]),
         num_gpus=num_gpus,
@@ -254,6 +269,7 @@ def parse_node(node_id: str, raw: Any, source: str) -> NodeSpec:
             source, f"{node_id}.fresh_memory_bandwidth", parse_bandwidth_bytes_per_s, fresh),
         warm_memory_bytes=_field(source, f"{node_id}.warm_memory_size", parse_size_bytes,
                                  raw.get("warm_memory_size", 0)),
+        disk_aggregate_bandwidth_bytes_per_s=aggregate,
     )
 
 

@@ -1,7 +1,9 @@
 """Bandwidth sharing between concurrent transfers: an event-driven fluid model.
 
 Every link (a node's network → disk, disk → host and host → GPU paths) carries a set of flows and
-shares its bandwidth equally among them (processor sharing). A flow may cross several links at once
+shares its bandwidth equally among them (processor sharing), no flow taking more than the link's
+per-stream rate (a disk that one reader cannot saturate: ``disk_aggregate_bandwidth``). A flow may
+cross several links at once
 (a pipelined load streams chunks through all of them); its rate is the smallest of its links'
 shares. Rates change only when a flow starts or ends, so the model advances in those instants: each
 affected flow's remaining bytes are brought up to date, its rate recomputed, and its completion
@@ -16,27 +18,41 @@ from simpy.events import NORMAL, Event
 
 
 class Link:
-    """One shared-bandwidth path of a node."""
+    """One shared-bandwidth path of a node: ``bandwidth_bytes_per_s`` in all, shared equally by its
+    flows, each taking at most ``stream_bytes_per_s`` (by default the whole bandwidth)."""
 
-    __slots__ = ("name", "bandwidth_bytes_per_s", "flows")
+    __slots__ = ("name", "bandwidth_bytes_per_s", "stream_bytes_per_s", "flows")
 
-    def __init__(self, name: str, bandwidth_bytes_per_s: float):
+    def __init__(self, name: str, bandwidth_bytes_per_s: float, stream_bytes_per_s: float | None = None):
         self.name = name
         self.bandwidth_bytes_per_s = float(bandwidth_bytes_per_s)
+        self.stream_bytes_per_s = self.bandwidth_bytes_per_s if stream_bytes_per_s is None else float(stream_bytes_per_s)
+        if not 0 < self.stream_bytes_per_s <= self.bandwidth_bytes_per_s:
+            raise ValueError(f"link {name}: a stream's rate {self.stream_bytes_per_s} must be positive and at most "
+                             f"the link's bandwidth {self.bandwidth_bytes_per_s}")
         self.flows: list[Flow] = []
 
+    def share_bytes_per_s(self) -> float:
+        """The rate this link gives each of its flows now."""
+        share = self.bandwidth_bytes_per_s / len(self.flows)
+        return share if share < self.stream_bytes_per_s else self.stream_bytes_per_s
+
     def backlog_s(self, now: float) -> float:
-        """Seconds this link needs to carry what its current flows still have to move."""
-        if not self.flows:
+        """Seconds this link needs to carry what its current flows still have to move, at the rate
+        it carries them now."""
+        flows = self.flows
+        if not flows:
             return 0.0
         left = 0.0
-        for f in self.flows:
+        for f in flows:
             # max(x, 0.0) written out (it was a large share of a placement's cost): the same value,
             # as max keeps x unless 0.0 > x.
             x = f.remaining_bytes - f.rate * (now - f.updated_s)
             if not 0.0 > x:
                 left += x
-        return left / self.bandwidth_bytes_per_s
+        carried = self.stream_bytes_per_s * len(flows)
+        # Without a stream cap `carried` is never below the bandwidth: the same division as before.
+        return left / (carried if carried < self.bandwidth_bytes_per_s else self.bandwidth_bytes_per_s)
 
 
 class Flow(Event):
@@ -100,7 +116,7 @@ class FlowNetwork:
     def _rerate(self, flows: list[Flow]) -> None:
         env = self.env
         for f in flows:
-            rate = min(link.bandwidth_bytes_per_s / len(link.flows) for link in f.links)
+            rate = min(link.share_bytes_per_s() for link in f.links)
             if rate == f.rate:
                 continue  # its scheduled completion still holds
             f.rate = rate

@@ -149,7 +149,10 @@ class NodeState:
         self.disk = TierStore(spec.disk_size_bytes)
         self.host = TierStore(spec.host_size_bytes)
         self.net_link = Link(f"{spec.node_id}:network", spec.network_bandwidth_bytes_per_s)
-        self.disk_link = Link(f"{spec.node_id}:disk", spec.disk_bandwidth_bytes_per_s)
+        # One read gets disk_bandwidth; several share the aggregate where the disk has one.
+        self.disk_link = Link(f"{spec.node_id}:disk",
+                              spec.disk_aggregate_bandwidth_bytes_per_s or spec.disk_bandwidth_bytes_per_s,
+                              spec.disk_bandwidth_bytes_per_s)
         self.pcie_link = Link(f"{spec.node_id}:host_to_gpu", spec.host_to_gpu_bytes_per_s)
         self.loading = 0
         """Loads in progress; while any is, the view's backlog changes with time and is rebuilt."""

@@ -48,3 +48,36 @@ def test_zero_byte_transfer_completes_at_once():
     flow = FlowNetwork(env).transfer((Link("x", 1.0),), 0)
     env.run()
     assert flow.processed
+
+
+def test_a_stream_cap_limits_one_flow_but_not_the_aggregate():
+    # A disk of 3/s in all that one reader drives at 2/s: alone a flow gets 2/s; two share 3/s.
+    env = simpy.Environment(initial_time=0.0)
+    net = FlowNetwork(env)
+    disk = Link("disk", 3.0, stream_bytes_per_s=2.0)
+    alone = net.transfer((disk,), 4.0)
+    assert _finish_times(env, {"alone": alone}) == {"alone": 2.0}
+
+    env = simpy.Environment(initial_time=0.0)
+    net = FlowNetwork(env)
+    disk = Link("disk", 3.0, stream_bytes_per_s=2.0)
+    flows = {"a": net.transfer((disk,), 3.0), "b": net.transfer((disk,), 6.0)}
+    # Both at 1.5/s until a is done at t=2 (b has 3 left), then b alone at its cap of 2/s until 3.5.
+    assert _finish_times(env, flows) == {"a": 2.0, "b": 3.5}
+
+
+def test_backlog_under_a_stream_cap_drains_at_the_rate_the_flows_get():
+    env = simpy.Environment(initial_time=0.0)
+    net = FlowNetwork(env)
+    disk = Link("disk", 3.0, stream_bytes_per_s=2.0)
+    net.transfer((disk,), 4.0)
+    assert disk.backlog_s(0.0) == 2.0  # one flow: 4 bytes at its cap of 2/s, not at the 3/s aggregate
+    net.transfer((disk,), 4.0)
+    assert disk.backlog_s(0.0) == 8.0 / 3.0  # two flows carry the aggregate
+
+
+def test_a_stream_cap_above_the_bandwidth_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="at most the link's bandwidth"):
+        Link("disk", 1.0, stream_bytes_per_s=2.0)
