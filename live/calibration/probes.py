@@ -4,6 +4,7 @@ bandwidths on a probe checkpoint, and a whole small model folder's fixed costs."
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +46,27 @@ def disk_read_once(folder: Path) -> tuple[float, float]:
     return cold, ckpt.nbytes / (time.perf_counter() - start)
 
 
+def disk_pair_read_once(first: Path, second: Path) -> float:
+    """Two checkpoints read at once from two threads (as two loads on one node's disk), page cache
+    dropped, each into a fresh host buffer: both files' bytes over the wall time, bytes/s."""
+    drop_tree([first, second])
+    nbytes = [0, 0]
+
+    def read(i: int, folder: Path) -> None:
+        nbytes[i] = read_checkpoint(folder).nbytes
+
+    threads = [threading.Thread(target=read, args=(i, f)) for i, f in enumerate((first, second))]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed_s = time.perf_counter() - start
+    if not all(nbytes):
+        raise RuntimeError(f"a concurrent read of {first} or {second} failed")
+    return sum(nbytes) / elapsed_s
+
+
 def host_copy_once(src: torch.Tensor, dst: torch.Tensor) -> float:
     """A bulk copy between two already-touched host buffers (plain memory bandwidth), bytes/s."""
     start = time.perf_counter()
@@ -74,10 +96,13 @@ def copy_once(src: Path, work: Path, bandwidth_bytes_per_s: float | None) -> flo
 
 
 def measure_bandwidths(probe: Path, net_probe: Path, work: Path, device: str, network_bandwidth_bytes_per_s: float,
-                       repeats: int, progress: Callable[[str], None] | None = None) -> dict[str, Measurement]:
+                       repeats: int, progress: Callable[[str], None] | None = None,
+                       pair_probe: Path | None = None) -> dict[str, Measurement]:
     """Disk, page-cache, host-copy, host → device and copy bandwidths: ``repeats`` samples of the
     (throttled, seconds-long) copies and twice as many of the others, which take a fraction of a
     second each and vary most (a virtual disk's reads spread by ±30 % from one read to the next).
+    With ``pair_probe`` (a second checkpoint of the probe's size), also the disk's rate in all with
+    two reads at once (``disk_pair_read_bytes_per_s``).
 
     Interleaving the quantities (rather than repeating one, then the next) spreads a change in the
     machine's load over all of them.
@@ -92,6 +117,8 @@ def measure_bandwidths(probe: Path, net_probe: Path, work: Path, device: str, ne
     host = HostCheckpoint(buffer=pinned, entries={}, tensors={}, nbytes=nbytes)
     keys = ("disk_read_bytes_per_s", "page_cache_read_bytes_per_s", "host_copy_bytes_per_s",
             "host_to_device_bytes_per_s", "network_copy_bytes_per_s", "unthrottled_copy_bytes_per_s")
+    if pair_probe is not None:
+        keys += ("disk_pair_read_bytes_per_s",)
     samples: dict[str, list[float]] = {k: [] for k in keys}
     rounds = 2 * repeats
     for rep in range(rounds):
@@ -100,6 +127,8 @@ def measure_bandwidths(probe: Path, net_probe: Path, work: Path, device: str, ne
         cold, warm = disk_read_once(probe)
         samples["disk_read_bytes_per_s"].append(cold)
         samples["page_cache_read_bytes_per_s"].append(warm)
+        if pair_probe is not None:
+            samples["disk_pair_read_bytes_per_s"].append(disk_pair_read_once(probe, pair_probe))
         samples["host_copy_bytes_per_s"].append(host_copy_once(src, dst))
         samples["host_to_device_bytes_per_s"].append(host_to_device_once(host, dev))
         if rep % 2 == 0:
@@ -109,6 +138,10 @@ def measure_bandwidths(probe: Path, net_probe: Path, work: Path, device: str, ne
     labels = {
         "disk_read_bytes_per_s": ("disk read (page cache dropped)",
                                   "live.loader.read_checkpoint into a fresh host buffer, after posix_fadvise DONTNEED"),
+        "disk_pair_read_bytes_per_s": ("two disk reads at once (page cache dropped)",
+                                       "the probe and a second one of its size read by live.loader.read_checkpoint "
+                                       "from two threads, each into a fresh host buffer: both sizes over the wall "
+                                       "time"),
         "page_cache_read_bytes_per_s": ("disk read from the page cache",
                                         "the same read again without dropping: what a load of a just-written file sees"),
         "host_copy_bytes_per_s": ("host memory copy", "torch copy between two already-touched host buffers"),

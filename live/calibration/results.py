@@ -16,7 +16,7 @@ from live.calibration.fresh_memory import FreshMemory
 from sllmsim.config.hardware import GPU_TYPES
 from sllmsim.fidelity.batch_fit import BatchFit, BatchPoint, fit_batch_steps
 from sllmsim.fidelity.pass_fit import LoadFit, PassFit, fit_construction, fit_forward_passes
-from sllmsim.units import rate_text, size_text
+from sllmsim.units import parse_bandwidth_bytes_per_s, rate_text, size_text
 
 _GiB = 1024**3
 
@@ -185,6 +185,9 @@ class Calibration:
             "num_gpus": self.num_gpus,
             "gpu": self.gpu_type(),
         }
+        aggregate = disk_aggregate_text(m)
+        if aggregate is not None:
+            node["disk_aggregate_bandwidth"] = aggregate
         if self.models:
             load, fit = self.load_fit, self.fit
             node["load_overhead_s"] = round(self.load_overhead_s, 5)
@@ -204,6 +207,19 @@ class Calibration:
             node["fresh_memory_bandwidth"] = rate_text(self.fresh_memory.fresh_bytes_per_s)
             node["warm_memory_size"] = size_text(self.fresh_memory.warm_bytes)
         return {str(n): dict(node) for n in node_ids}
+
+
+def disk_aggregate_text(measurements: dict[str, Measurement]) -> str | None:
+    """``disk_aggregate_bandwidth`` for the hardware JSON: the median rate in all of two reads at once,
+    where it is above one read's (as written, so the file parses); None where it is not, or was not
+    measured (the disk's bandwidth is then shared as one)."""
+    pair = measurements.get("disk_pair_read_bytes_per_s")
+    if pair is None:
+        return None
+    single_text, pair_text = rate_text(measurements["disk_read_bytes_per_s"].median), rate_text(pair.median)
+    if parse_bandwidth_bytes_per_s(pair_text) <= parse_bandwidth_bytes_per_s(single_text):
+        return None
+    return pair_text
 
 
 def gpu_type_for(device: str, device_name: str) -> str:
@@ -293,6 +309,8 @@ def calibration_to_json(cal: Calibration, node_ids: Sequence[str] = ("0", "1")) 
         "derived": {
             "host_bandwidth": "median of host_to_device_bytes_per_s",
             "disk_bandwidth": "median of disk_read_bytes_per_s",
+            "disk_aggregate_bandwidth": "median of disk_pair_read_bytes_per_s, written only where it is above "
+                                        "disk_bandwidth (two readers got more than one)",
             "fresh_memory_bandwidth": "kept probe-size allocations after a pause (fresh_memory.rates_bytes_per_s): "
                                       "the slow chunks' median rate less the copy host_bandwidth prices",
             "warm_memory_size": "the bytes allocated before the first chunk under half of host_bandwidth",

@@ -94,8 +94,10 @@ def calibrate(storage: str | Path, models: Sequence[str | Path] = (), device: st
             # Two seconds' worth at the configured rate keeps the throttled copies short.
             net_bytes = int(min(probe_bytes, max(8 * _MiB, 2 * network_bandwidth_bytes_per_s)))
             net_src = probe if net_bytes == probe_bytes else write_probe_checkpoint(work / "net-probe", net_bytes, 1)
+            # A second file of the probe's size: two loads read one node's disk at once when they start together.
+            pair = write_probe_checkpoint(work / "pair-probe", probe_bytes, 2)
             measured = measure_bandwidths(probe, net_src, work, device, network_bandwidth_bytes_per_s, repeats,
-                                          say)
+                                          say, pair_probe=pair)
             fresh = None
             if dev.type == "cpu":
                 say("fresh device memory (kept allocations after a pause)")

@@ -162,8 +162,13 @@ def test_calibrate_writes_hardware_that_both_runtimes_read(tmp_path: Path, tiny_
     # Two repeats: two samples of the seconds-long throttled copies, four of the quick reads and copies.
     for key, n in (("disk_read_bytes_per_s", 4), ("page_cache_read_bytes_per_s", 4), ("host_copy_bytes_per_s", 4),
                    ("host_to_device_bytes_per_s", 4), ("network_copy_bytes_per_s", 2),
-                   ("unthrottled_copy_bytes_per_s", 2)):
+                   ("unthrottled_copy_bytes_per_s", 2), ("disk_pair_read_bytes_per_s", 4)):
         assert len(keys[key]["samples"]) == n and keys[key]["median"] > 0, key
+    # Two readers at once: an aggregate above one reader's rate is written, one at or below it is not.
+    if keys["disk_pair_read_bytes_per_s"]["median"] > keys["disk_read_bytes_per_s"]["median"] * 1.001:
+        assert node.disk_aggregate_bandwidth_bytes_per_s > node.disk_bandwidth_bytes_per_s
+    elif keys["disk_pair_read_bytes_per_s"]["median"] <= keys["disk_read_bytes_per_s"]["median"]:
+        assert node.disk_aggregate_bandwidth_bytes_per_s is None
     assert details["models"][0]["decode_step_s"]["samples"]
     # The fitted steps are the served ones; the generation loop's own timing is kept beside them.
     assert "served" in details["models"][0]["decode_step_s"]["label"]

@@ -42,3 +42,25 @@ def test_calibrate_writes_the_keys_only_when_fitted():
     without = Calibration(**{**base, "measurements": m}).hardware(("0",))["0"]
     assert with_fit["warm_memory_size"] == "256MB" and with_fit["fresh_memory_bandwidth"].endswith("/s")
     assert "fresh_memory_bandwidth" not in without and "warm_memory_size" not in without
+
+
+def test_calibrate_writes_the_disk_aggregate_only_above_one_reader():
+    from live.calibration.results import disk_aggregate_text, sample
+
+    def measured(single, pair):
+        m = {"disk_read_bytes_per_s": sample("disk_read_bytes_per_s", "", "bytes/s", single)}
+        if pair is not None:
+            m["disk_pair_read_bytes_per_s"] = sample("disk_pair_read_bytes_per_s", "", "bytes/s", pair)
+        return m
+
+    MiB = 1024**2
+    assert disk_aggregate_text(measured([500 * MiB, 520 * MiB], [700 * MiB, 900 * MiB])) == "800MB/s"
+    assert disk_aggregate_text(measured([500 * MiB, 520 * MiB], [400 * MiB, 500 * MiB])) is None  # no gain
+    assert disk_aggregate_text(measured([510 * MiB], [510.01 * MiB])) is None  # equal once written
+    assert disk_aggregate_text(measured([500 * MiB], None)) is None  # not measured
+    base = dict(device="cpu", device_name="x", torch_threads=1, models=[], network_bandwidth_bytes_per_s=1e8,
+                host_size_bytes=2**30, disk_size_bytes=2**34)
+    m = {**measured([500 * MiB, 520 * MiB], [700 * MiB, 900 * MiB]),
+         "host_to_device_bytes_per_s": sample("host_to_device_bytes_per_s", "", "bytes/s", [1e9])}
+    node = Calibration(**base, measurements=m).hardware(("0",))["0"]
+    assert (node["disk_bandwidth"], node["disk_aggregate_bandwidth"]) == ("510MB/s", "800MB/s")
