@@ -1,19 +1,12 @@
 """experiments/validation-cpu/decode_gap.py on a synthetic series with known per-token times."""
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
-
-_SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "validation-cpu" / "decode_gap.py"
+from repo_paths import load_experiment_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("decode_gap", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment_script("validation-cpu/decode_gap.py")
 
 
 def _request(instance, arrival, tokens, live_step_s, sim_step_s, in_flight=1):

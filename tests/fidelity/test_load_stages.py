@@ -1,19 +1,14 @@
 """experiments/validation-cpu/load_stages.py on a synthetic two-run series with known stage times."""
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-_SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "validation-cpu" / "load_stages.py"
+from repo_paths import load_experiment_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("load_stages", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment_script("validation-cpu/load_stages.py")
 
 
 def _load_row(model, rank, tier, live, sim, paired=True):
