@@ -4,10 +4,10 @@ bandwidths on a probe checkpoint, and a whole small model folder's fixed costs."
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -50,21 +50,12 @@ def disk_pair_read_once(first: Path, second: Path) -> float:
     """Two checkpoints read at once from two threads (as two loads on one node's disk), page cache
     dropped, each into a fresh host buffer: both files' bytes over the wall time, bytes/s."""
     drop_tree([first, second])
-    nbytes = [0, 0]
-
-    def read(i: int, folder: Path) -> None:
-        nbytes[i] = read_checkpoint(folder).nbytes
-
-    threads = [threading.Thread(target=read, args=(i, f)) for i, f in enumerate((first, second))]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed_s = time.perf_counter() - start
-    if not all(nbytes):
-        raise RuntimeError(f"a concurrent read of {first} or {second} failed")
-    return sum(nbytes) / elapsed_s
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        start = time.perf_counter()
+        reads = [pool.submit(lambda folder: read_checkpoint(folder).nbytes, f) for f in (first, second)]
+        nbytes = sum(r.result() for r in reads)  # a failed read raises here, with its own error
+        elapsed_s = time.perf_counter() - start
+    return nbytes / elapsed_s
 
 
 def host_copy_once(src: torch.Tensor, dst: torch.Tensor) -> float:
